@@ -1,0 +1,1 @@
+"""Serve rerankers with vLLM behind an auth gateway."""

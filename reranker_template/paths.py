@@ -1,0 +1,84 @@
+"""Where the stack keeps its state, logs and caches: container layout versus a user's machine.
+
+`reranker boot` (the container entrypoint) uses the layout Vast tooling expects: logs in
+/var/log/portal/<service>.log, caches and state under /workspace when it exists. `reranker serve`
+uses user-writable XDG paths so it needs no root. RERANKER_STATE_DIR / RERANKER_LOG_DIR override both
+(the tests use them to keep every run in its own temporary directory).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+CONTAINER_LOG_DIR = Path("/var/log/portal")
+WORKSPACE = Path("/workspace")
+
+
+@dataclass(frozen=True)
+class Paths:
+    state_dir: Path  # token file, rendered supervisord.conf, plan.json, status files
+    log_dir: Path  # one <service>.log per supervisord program
+    cache_dir: Path | None  # HF_HOME / VLLM_CACHE_ROOT default; None keeps the libraries' own defaults
+    container: bool
+
+    @property
+    def token_file(self) -> Path:
+        return self.state_dir / "token"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.state_dir / "plan.json"
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.state_dir / "supervisord.conf"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.state_dir / "supervisor.sock"
+
+    @property
+    def vllm_status_file(self) -> Path:
+        """Written by the vLLM launcher (phase, reason), read by the gateway's /health."""
+        return self.state_dir / "vllm-status.json"
+
+    def log_file(self, service: str) -> Path:
+        return self.log_dir / f"{service}.log"
+
+    def create(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+
+def local_paths(env: Mapping[str, str] | None = None) -> Paths:
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or Path.home())
+    state_root = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
+    state_dir = Path(env.get("RERANKER_STATE_DIR") or state_root / "reranker")
+    log_dir = Path(env.get("RERANKER_LOG_DIR") or state_dir / "logs")
+    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=None, container=False)
+
+
+def container_paths(env: Mapping[str, str] | None = None, workspace: Path = WORKSPACE) -> Paths:
+    env = os.environ if env is None else env
+    base = workspace if workspace.is_dir() else Path("/var/lib")
+    state_dir = Path(env.get("RERANKER_STATE_DIR") or base / "reranker")
+    log_dir = Path(env.get("RERANKER_LOG_DIR") or CONTAINER_LOG_DIR)
+    cache_dir = workspace / ".cache" if workspace.is_dir() else None
+    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=cache_dir, container=True)
+
+
+def default_paths(env: Mapping[str, str] | None = None) -> Paths:
+    """The paths of the stack a command on this machine talks to (`reranker token`, `reranker query`)."""
+    env = os.environ if env is None else env
+    if env.get("RERANKER_STATE_DIR"):
+        return local_paths(env)
+    container = container_paths(env)
+    if container.token_file.exists():
+        return container
+    return local_paths(env)

@@ -1,0 +1,100 @@
+"""Reading the user's VLLM_ARGS the way vLLM's own parser does, so their flags always win over ours.
+
+vLLM accepts `--max-model-len 512`, `--max-model-len=512`, `--max_model_len 512` and short aliases
+such as `-tp 2`; all of them must count as "the user set --max-model-len / --tensor-parallel-size".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Short spellings vLLM accepts, mapped to the long option they stand for.
+SHORT_ALIASES = {
+    "-tp": "--tensor-parallel-size",
+    "-dp": "--data-parallel-size",
+    "-pp": "--pipeline-parallel-size",
+    "-q": "--quantization",
+    "-O": "--compilation-config",
+}
+
+# Options whose presence alone means "on" (they take no value).
+BOOLEAN_OPTIONS = {
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+    "--enforce-eager",
+    "--trust-remote-code",
+    "--disable-custom-all-reduce",
+    "--disable-log-stats",
+    "--disable-log-requests",
+    "--disable-uvicorn-access-log",
+    "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill",
+}
+
+
+def canonical_option(token: str) -> str | None:
+    """`--max_model_len=5` -> `--max-model-len`; `-tp` -> `--tensor-parallel-size`; a value -> None."""
+    if not token.startswith("-") or token == "-" or _is_number(token):
+        return None
+    name = token.split("=", 1)[0]
+    if name.startswith("--"):
+        return "--" + name[2:].replace("_", "-")
+    if name in SHORT_ALIASES:
+        return SHORT_ALIASES[name]
+    if name.startswith("-O") and len(name) > 2:  # -O3, -O0
+        return "--compilation-config"
+    return name
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class UserArgs:
+    """The user's VLLM_ARGS, with a lookup by canonical option name."""
+
+    argv: tuple[str, ...]
+
+    def options(self) -> dict[str, str | None]:
+        """Canonical option -> its value (None for a flag without one). The last occurrence wins, as in argparse."""
+        found: dict[str, str | None] = {}
+        tokens = list(self.argv)
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            name = canonical_option(token)
+            if name is None:
+                i += 1
+                continue
+            value: str | None = None
+            if "=" in token and token.startswith("--"):
+                value = token.split("=", 1)[1]
+            elif token.startswith("-O") and len(token) > 2 and not token.startswith("--"):
+                value = token[2:]
+            elif name not in BOOLEAN_OPTIONS and i + 1 < len(tokens) and canonical_option(tokens[i + 1]) is None:
+                value = tokens[i + 1]
+                i += 1
+            found[name] = value
+            i += 1
+        return found
+
+    def has(self, *names: str) -> bool:
+        opts = self.options()
+        return any(name in opts for name in names)
+
+    def value(self, name: str) -> str | None:
+        return self.options().get(name)
+
+    def int_value(self, name: str) -> int | None:
+        raw = self.value(name)
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            return None
