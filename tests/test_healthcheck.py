@@ -1,0 +1,89 @@
+"""The image's HEALTHCHECK command against real loopback servers: http, https (self-signed), 503."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from reranker_template.gateway.tls import generate_self_signed
+from reranker_template.healthcheck import check
+
+
+def _serve(status: int, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            code = status if self.path == "/health" else 404
+            body = b'{"status": "ok"}' if code == 200 else b'{"status": "loading"}'
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return httpd
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[dict[str, int]]:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    generate_self_signed(cert, key, ["127.0.0.1", "localhost"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    running = {"http_ready": _serve(200), "http_loading": _serve(503), "https_ready": _serve(200, context)}
+    yield {name: httpd.server_port for name, httpd in running.items()}
+    for httpd in running.values():
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ready_gateway_is_healthy(servers: dict[str, int]) -> None:
+    healthy, detail = check({"GATEWAY_PORT": str(servers["http_ready"])})
+    assert healthy, detail
+
+
+def test_loading_gateway_is_unhealthy(servers: dict[str, int]) -> None:
+    healthy, detail = check({"GATEWAY_PORT": str(servers["http_loading"])})
+    assert not healthy and "503" in detail
+
+
+@pytest.mark.parametrize("enable_https", ["true", "false"])
+def test_self_signed_https_gateway_is_healthy(servers: dict[str, int], enable_https: str) -> None:
+    # Even if ENABLE_HTTPS in the check's environment disagrees with the server, the other scheme is tried.
+    healthy, detail = check({"GATEWAY_PORT": str(servers["https_ready"]), "ENABLE_HTTPS": enable_https})
+    assert healthy, detail
+
+
+def test_nothing_listening_is_unhealthy() -> None:
+    healthy, detail = check({"GATEWAY_PORT": str(_free_port())}, timeout=2)
+    assert not healthy and "no answer" in detail
+
+
+def test_the_command_the_image_runs(servers: dict[str, int]) -> None:
+    """Exactly the HEALTHCHECK's command: exit status 0 when ready, 1 otherwise."""
+    command = [sys.executable, "-m", "reranker_template.healthcheck"]
+    ok = subprocess.run(command, env={"GATEWAY_PORT": str(servers["https_ready"]), "ENABLE_HTTPS": "true"}, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    loading = subprocess.run(command, env={"GATEWAY_PORT": str(servers["http_loading"])}, capture_output=True, text=True, timeout=60)
+    assert loading.returncode == 1 and "503" in loading.stdout
+    bad = subprocess.run(command, env={"GATEWAY_PORT": "not-a-port"}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "GATEWAY_PORT" in bad.stdout
