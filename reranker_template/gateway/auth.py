@@ -1,0 +1,163 @@
+"""Tokens: where they come from, how a request presents one, and how they stay out of logs.
+
+A request may carry the token as `Authorization: Bearer`, as the password of HTTP basic auth, as
+`?token=` or in our cookie (set after a browser opened `?token=`). Comparison hashes both sides first and
+compares digests with `hmac.compare_digest`, so neither content nor length leaks through timing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+log = logging.getLogger("reranker.gateway")
+
+COOKIE_MAX_AGE = 7 * 24 * 3600  # seconds; what Vast's own proxy uses
+TOKEN_PARAM = "token"
+AMBIENT_SOURCES = frozenset({"cookie", "basic"})  # a browser attaches these by itself: cross-site checks apply
+_REDACT = re.compile(r"(?i)((?:^|[?&;])(?:token|access_token|api_key)=)[^&;#\s]*")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A presented token that matched, and how it was presented (bearer, basic, query, cookie)."""
+
+    token: str
+    source: str
+
+
+class TokenChecker:
+    """Constant-time membership test against the configured tokens."""
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self._digests = tuple(_digest(t) for t in tokens if t)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def matches(self, candidate: str | None) -> bool:
+        if not candidate:
+            return False
+        presented = _digest(candidate)
+        found = False
+        for digest in self._digests:  # no early exit: every token is compared every time
+            found |= hmac.compare_digest(presented, digest)
+        return found
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def header_token(authorization: str | None) -> tuple[str, str] | None:
+    """(token, "bearer"|"basic") from an Authorization header; None when absent or unreadable."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer" and value:
+        return value, "bearer"
+    if scheme == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        user, sep, password = decoded.partition(":")
+        # The token is the password; a client that can only fill one field may put it in the user name.
+        token = password if sep and password else user
+        return (token, "basic") if token else None
+    return None
+
+
+def authenticate(
+    checker: TokenChecker,
+    authorization: str | None,
+    query_token: str | None,
+    cookie_token: str | None,
+) -> Credential | None:
+    """The first presented token that is valid, in the order header, query, cookie."""
+    candidates: list[tuple[str, str]] = []
+    from_header = header_token(authorization)
+    if from_header:
+        candidates.append(from_header)
+    if query_token:
+        candidates.append((query_token, "query"))
+    if cookie_token:
+        candidates.append((cookie_token, "cookie"))
+    for token, source in candidates:
+        if checker.matches(token):
+            return Credential(token, source)
+    return None
+
+
+def cookie_name(env: Mapping[str, str], gateway_port: int) -> str:
+    """Per-instance cookie name: browsers share cookies across ports of one host (Vast hosts many)."""
+    instance = re.sub(r"[^A-Za-z0-9]", "", env.get("CONTAINER_ID", "")) or str(gateway_port)
+    return f"reranker_auth_{instance}"
+
+
+def cookie_header_without(cookie_header: str, name: str) -> str | None:
+    """The Cookie header with our cookie removed (None if nothing is left), other cookies unchanged."""
+    kept = [part for part in cookie_header.split(";") if part.strip() and part.strip().split("=", 1)[0] != name]
+    return ";".join(kept).strip() or None
+
+
+def cookie_attributes(secure: bool) -> dict[str, object]:
+    return {"max_age": COOKIE_MAX_AGE, "path": "/", "httponly": True, "samesite": "Lax", "secure": secure or None}
+
+
+def redact(text: str) -> str:
+    """`token=...` (and `access_token=`, `api_key=`) values replaced, for anything that may be logged."""
+    return _REDACT.sub(r"\1REDACTED", text)
+
+
+def is_cross_site(sec_fetch_site: str | None, origin: str | None, own_origin: str) -> bool:
+    """True when a browser says the request was started by another site (CSRF guard for cookie auth)."""
+    if sec_fetch_site and sec_fetch_site.lower() in ("cross-site", "same-site"):
+        return True
+    if origin is not None and origin.rstrip("/").lower() != own_origin.lower():
+        return True
+    return False
+
+
+def load_or_create_token(token_file: Path) -> str:
+    """The generated token in `token_file`, created (mode 0600, 256 random bits) on first use."""
+    try:
+        existing = token_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    tmp = token_file.with_name(token_file.name + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    if token_file.exists():  # present but empty: replace it
+        os.replace(tmp, token_file)
+        return token
+    try:
+        os.link(tmp, token_file)  # fails if another process won the race: then use its token
+    except FileExistsError:
+        return token_file.read_text(encoding="utf-8").strip()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return token
+
+
+def read_token_file(token_file: Path) -> str | None:
+    try:
+        return token_file.read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, PermissionError):
+        return None

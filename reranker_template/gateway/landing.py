@@ -1,0 +1,200 @@
+"""The Open-button landing page and the token prompt, rendered from templates shipped in the package.
+
+Everything on the page comes from the gateway itself (no CDN: an instance may have no route to one), and
+every value is HTML-escaped here; the page's script only talks to its own origin.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from string import Template
+from typing import Any, Mapping
+
+from ..release import PACKAGE_VERSION, VLLM_VERSION
+
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+STATUS_TEXT = {"ready": "ready", "loading": "loading", "down": "down", "failed": "failed"}
+
+
+@lru_cache(maxsize=None)
+def static_file(name: str) -> bytes:
+    """A file from gateway/static (read once: they never change while the gateway runs)."""
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def static_assets() -> dict[str, tuple[bytes, str]]:
+    """The public assets, by file name: content and Content-Type."""
+    return {name: (static_file(name), STATIC_TYPES[ext]) for ext in STATIC_TYPES for name in (f"landing{ext}",)}
+
+
+@dataclass(frozen=True)
+class PageFacts:
+    base_url: str  # as the browser reached us, e.g. http://1.2.3.4:41234
+    token: str | None  # the token this browser authenticated with (None: auth is off)
+    model: str  # served model name: what clients send as "model"
+    health: dict[str, Any]
+    plan: dict[str, Any]
+    ssh_command: str
+    vllm_port: int
+
+
+def curl_example(base_url: str, token: str | None, model: str) -> str:
+    auth = f"  -H 'Authorization: Bearer {token}' \\\n" if token else ""
+    body = json.dumps(
+        {"model": model, "query": "What is deep learning?",
+         "documents": ["Deep learning is a subset of machine learning.", "I like pizza."], "top_n": 2},
+        indent=2,
+    )
+    return f"curl {base_url}/v1/rerank \\\n{auth}  -H 'Content-Type: application/json' \\\n  -d {shlex.quote(body)}"
+
+
+def python_example(base_url: str, token: str | None, model: str) -> str:
+    headers = f'headers={{"Authorization": "Bearer {token}"}},\n    ' if token else ""
+    return (
+        "import requests\n\n"
+        "response = requests.post(\n"
+        f'    "{base_url}/v1/rerank",\n'
+        f"    {headers}json={{\n"
+        f'        "model": {json.dumps(model)},\n'
+        '        "query": "What is deep learning?",\n'
+        '        "documents": ["Deep learning is a subset of machine learning.", "I like pizza."],\n'
+        "    },\n"
+        "    timeout=60,\n"
+        ")\n"
+        "response.raise_for_status()\n"
+        'for result in response.json()["results"]:\n'
+        '    print(f"{result[\'relevance_score\']:.4f}  {result[\'document\'][\'text\']}")'
+    )
+
+
+def cohere_example(base_url: str, token: str | None, model: str) -> str:
+    return (
+        "import cohere\n\n"
+        f'co = cohere.ClientV2({json.dumps(token or "unused")}, base_url="{base_url}")\n'
+        "result = co.rerank(\n"
+        f"    model={json.dumps(model)},\n"
+        '    query="What is deep learning?",\n'
+        '    documents=["Deep learning is a subset of machine learning.", "I like pizza."],\n'
+        ")\n"
+        "for doc in result.results:\n"
+        '    print(f"{doc.relevance_score:.4f}  {doc.index}")'
+    )
+
+
+def ssh_tunnel_command(env: Mapping[str, str], vllm_port: int) -> str:
+    """The tunnel to vLLM's loopback port; filled in from Vast's variables when we run there."""
+    host = env.get("PUBLIC_IPADDR", "").strip() or "<instance-ip>"
+    ssh_port = env.get("VAST_TCP_PORT_22", "").strip() or "<ssh-port>"
+    return f"ssh -p {ssh_port} root@{host} -N -L {vllm_port}:localhost:{vllm_port}"
+
+
+def _gpus_html(plan: Mapping[str, Any]) -> str:
+    gpus = plan.get("gpus") or []
+    if not plan:
+        return "<p class=\"muted\">The plan is not written yet (the stack is still starting).</p>"
+    if not gpus:
+        return f"<p>No GPU: vLLM runs on the CPU ({html.escape(str(plan.get('device', 'cpu')))} mode).</p>"
+    rows = []
+    for gpu in gpus:
+        memory = gpu.get("memory_mib") or 0
+        rows.append(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                html.escape(str(gpu.get("index", ""))),
+                html.escape(str(gpu.get("name", "unknown"))),
+                f"{memory / 1024:.0f} GiB" if memory else "?",
+                html.escape(str(gpu.get("compute_capability") or "?")),
+            )
+        )
+    return (
+        "<h3>GPUs</h3><table><thead><tr><th>#</th><th>Model</th><th>Memory</th><th>Compute capability</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _plan_html(plan: Mapping[str, Any]) -> str:
+    if not plan:
+        return ""
+    items = [
+        ("Model", plan.get("model")),
+        ("Served as", plan.get("served_model_name")),
+        ("Preset", plan.get("preset") or "none"),
+        ("Device", plan.get("device")),
+        ("GPUs used", plan.get("gpu_count")),
+        ("Tensor parallel", plan.get("tensor_parallel_size")),
+        ("Data parallel", plan.get("data_parallel_size")),
+    ]
+    facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items if v is not None)
+    command = shlex.join(str(part) for part in plan.get("vllm_command") or [])
+    reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in plan.get("reasons") or [])
+    parts = [f"<h3>Plan</h3><dl>{facts}</dl>"]
+    if command:
+        parts.append(f"<details><summary>vLLM command</summary><pre><code>{html.escape(command)}</code></pre></details>")
+    if reasons:
+        parts.append(f"<details><summary>Why these flags</summary><ul>{reasons}</ul></details>")
+    return "".join(parts)
+
+
+def _status_text(health: Mapping[str, Any]) -> str:
+    status = str(health.get("status", "loading"))
+    text = STATUS_TEXT.get(status, status)
+    if status == "loading" and health.get("phase"):
+        text += f" ({health['phase']})"
+    if status != "ready" and health.get("reason"):
+        text += f": {health['reason']}"
+    if status == "ready" and health.get("quality_check"):
+        text += f" · quality check {health['quality_check']}"
+    return text
+
+
+def render_landing(facts: PageFacts) -> str:
+    status = str(facts.health.get("status", "loading"))
+    escape = html.escape
+    token_note = (
+        " · token: the one you opened this page with (it is in the examples below; keep it secret)."
+        if facts.token
+        else " · <b>auth is off</b> (ENABLE_AUTH=false): anyone who can reach this port can use it."
+    )
+    template = Template(static_file("landing.html").decode("utf-8"))
+    return template.substitute(
+        model=escape(facts.model),
+        model_attr=escape(facts.model, quote=True),
+        status=escape(status if status in STATUS_TEXT else "loading", quote=True),
+        status_text=escape(_status_text(facts.health)),
+        base_url=escape(facts.base_url),
+        token_note=token_note,
+        curl_example=escape(curl_example(facts.base_url, facts.token, facts.model)),
+        python_example=escape(python_example(facts.base_url, facts.token, facts.model)),
+        cohere_example=escape(cohere_example(facts.base_url, facts.token, facts.model)),
+        ssh_command=escape(facts.ssh_command),
+        vllm_port=facts.vllm_port,
+        gpus_html=_gpus_html(facts.plan),
+        plan_html=_plan_html(facts.plan),
+        version=escape(PACKAGE_VERSION),
+        vllm_version=escape(VLLM_VERSION),
+    )
+
+
+def render_login(action: str, wrong_token: bool) -> str:
+    message = (
+        "That token is not valid for this server. Check it and try again."
+        if wrong_token
+        else "This reranker server needs its access token."
+    )
+    template = Template(static_file("login.html").decode("utf-8"))
+    return template.substitute(message=html.escape(message), action=html.escape(action, quote=True))
