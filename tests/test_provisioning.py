@@ -316,3 +316,45 @@ def test_cli_exit_status_follows_the_failure_policy(server: ScriptServer, tmp_pa
 
     monkeypatch.setenv("PROVISIONING_FAILURE", "continue")
     assert _cli(["provision", "--layout", "local"]) == 0
+
+
+# --- the documented examples in provisioning/, run as a user would run them -------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "provisioning"
+
+
+def _run_example(name: str, paths: Paths, monkeypatch: pytest.MonkeyPatch, **env: str):
+    for key in ("MODEL_NAME", "PRELOAD_MODELS", "HF_TOKEN", "PRIVATE_MODEL", "APT_PACKAGES", "PIP_PACKAGES"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out = io.StringIO()
+    result = run_provisioning(settings_for(str(EXAMPLES / name)), paths, paths.state_dir, download=FAST, echo=out)
+    return result, out.getvalue()
+
+
+def test_example_predownload_skips_a_local_model(paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, out = _run_example("predownload-model.sh", paths, monkeypatch, MODEL_NAME=str(tmp_path))
+    assert result.state == "succeeded", out
+    assert "local path: nothing to download" in out
+
+
+def test_example_predownload_reaches_the_hub_client(paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Offline and not cached: the script gets as far as huggingface_hub, which says so, and fails.
+    result, out = _run_example(
+        "predownload-model.sh", paths, monkeypatch, MODEL_NAME=str(tmp_path), PRELOAD_MODELS="org/not-cached", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")
+    )
+    assert result.state == "failed", out
+    assert "downloading org/not-cached" in out and "LocalEntryNotFoundError" in out
+
+
+def test_example_private_model_needs_hf_token(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, out = _run_example("private-model.sh", paths, monkeypatch, PRIVATE_MODEL="my-org/my-reranker")
+    assert result.state == "failed" and "HF_TOKEN is not set" in out
+    result, out = _run_example("private-model.sh", paths, monkeypatch)
+    assert result.state == "failed" and "set PRIVATE_MODEL" in out
+
+
+def test_example_install_packages_with_nothing_to_install(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, out = _run_example("install-packages.sh", paths, monkeypatch)
+    assert result.state == "succeeded" and "nothing to install" in out
