@@ -128,8 +128,12 @@ def already_done(settings: Settings, marker_dir: Path) -> bool:
 
 def mark_pending(settings: Settings, marker_dir: Path) -> bool:
     """Create the running marker before any service starts, so the vLLM launcher cannot miss a
-    provisioning run that has not begun yet. Returns True when a run is pending."""
+    provisioning run that has not begun yet. Returns True when a run is pending.
+
+    Call it once per boot, before supervisord starts: it also clears a running marker left by a boot
+    that was interrupted mid-script, which would otherwise hold vLLM back."""
     if not settings.provisioning_script or already_done(settings, marker_dir):
+        _remove(marker_dir / RUNNING_MARKER)
         return False
     marker_dir.mkdir(parents=True, exist_ok=True)
     _remove(marker_dir / FAILED_MARKER)

@@ -358,3 +358,10 @@ def test_example_private_model_needs_hf_token(paths: Paths, monkeypatch: pytest.
 def test_example_install_packages_with_nothing_to_install(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
     result, out = _run_example("install-packages.sh", paths, monkeypatch)
     assert result.state == "succeeded" and "nothing to install" in out
+
+
+def test_a_boot_clears_the_running_marker_of_an_interrupted_boot(paths: Paths) -> None:
+    # The container stopped mid-script last time; now no script is configured (or it already succeeded).
+    (paths.state_dir / RUNNING_MARKER).write_text(f'{{"pid": {os.getpid()}}}')
+    assert not mark_pending(load_settings({}), paths.state_dir)
+    assert wait_for_provisioning(paths.state_dir, timeout=1).state == "none"
