@@ -21,6 +21,7 @@ from rich.table import Table
 from . import vast
 from .config import DEFAULT_MODEL, is_local_path
 from .modelinfo import inspect_model
+from .parallel import required_gpu_memory_gib, valid_tp_sizes
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -107,7 +108,9 @@ def _memory_need(args: argparse.Namespace, env: Mapping[str, str]) -> vast.Memor
     if args.min_gpu_ram is not None:
         return vast.min_gpu_ram(None, args.min_gpu_ram)
     info = inspect_model(args.model, is_local=is_local_path(args.model), token=env.get("HF_TOKEN"), env=env)
-    return vast.min_gpu_ram(vast.required_gpu_memory_gib(info), None)
+    # On N GPUs a model too big for one runs tensor parallel: each GPU then needs only its share.
+    tp = max(valid_tp_sizes(info, args.gpus))
+    return vast.min_gpu_ram(required_gpu_memory_gib(info, tensor_parallel_size=tp), None)
 
 
 def _offer_query(args: argparse.Namespace, env: Mapping[str, str], limit: int) -> tuple[vast.OfferQuery, vast.MemoryNeed]:

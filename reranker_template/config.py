@@ -66,6 +66,8 @@ class Settings:
     provisioning_failure: str = "continue"
     provisioning_sha256: str | None = None
     provisioning_timeout: float = 1800.0
+    # Seconds vLLM may fail to answer /health, once it was up, before the launcher restarts it.
+    watchdog_timeout: float = 60.0
     # Hugging Face pass-through (HF_TOKEN is a secret too).
     hf_token: str | None = field(default=None, repr=False)
     hf_home: str | None = None
@@ -216,6 +218,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provisioning_failure=_parsed(env, "PROVISIONING_FAILURE", _choice(PROVISIONING_FAILURE_POLICIES), "continue"),
         provisioning_sha256=_parsed(env, "PROVISIONING_SHA256", parse_sha256, None),
         provisioning_timeout=_parsed(env, "PROVISIONING_TIMEOUT", parse_positive_float, 1800.0),
+        watchdog_timeout=_parsed(env, "WATCHDOG_TIMEOUT", parse_positive_float, 60.0),
         hf_token=_get(env, "HF_TOKEN"),
         hf_home=_get(env, "HF_HOME"),
         gpu_count_hint=_parsed(env, "GPU_COUNT", parse_gpu_count, None),

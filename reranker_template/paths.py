@@ -45,6 +45,11 @@ class Paths:
         """Written by the vLLM launcher (phase, reason), read by the gateway's /health."""
         return self.state_dir / "vllm-status.json"
 
+    @property
+    def provisioning_marker_dir(self) -> Path:
+        """Where PROVISIONING_SCRIPT's markers live: `/` in the container (Vast's convention), else state."""
+        return Path("/") if self.container else self.state_dir
+
     def log_file(self, service: str) -> Path:
         return self.log_dir / f"{service}.log"
 

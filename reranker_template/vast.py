@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import requests
 
 from .config import ConfigError, DEFAULT_GATEWAY_PORT, DEFAULT_MODEL, DEFAULT_VLLM_PORT, is_local_path, load_settings
-from .modelinfo import ModelInfo
 from .release import IMAGE, IMAGE_REPOSITORY, IMAGE_TAG
 
 DEFAULT_VAST_URL = "https://console.vast.ai"
@@ -163,24 +162,6 @@ def vast_call(action: str, offer_id: int | None = None) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------
 # Offers
 # --------------------------------------------------------------------------------------------------
-
-
-def estimate_gpu_memory_gib(model: ModelInfo) -> float | None:
-    """Stand-in for parallel.required_gpu_memory_gib while that does not exist: weights, 20% for
-    activations, 2 GiB for the CUDA context and cudagraphs, at vLLM's default 0.9 memory utilization."""
-    if not model.weight_bytes:
-        return None
-    weights_gib = model.weight_bytes / 1024**3
-    return (weights_gib * 1.2 + 2.0) / 0.9
-
-
-def required_gpu_memory_gib(model: ModelInfo) -> float | None:
-    """Memory one GPU needs for this model (None: unknown), as the parallel layout computes it."""
-    try:
-        from .parallel import required_gpu_memory_gib as from_parallel
-    except ImportError:
-        return estimate_gpu_memory_gib(model)
-    return from_parallel(model)
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,17 @@ class BodyTooLarge(Exception):
     pass
 
 
+def caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def limited(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[bytes]:
     """A request body of unknown length, passed through until it exceeds `limit`."""
     seen = 0
@@ -361,15 +372,15 @@ class Gateway:
                 break
             except aiohttp.ClientConnectorError as exc:  # nothing listens: vLLM is down
                 return self.upstream_failed(exc, down=True)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            except aiohttp.ClientError as exc:
+                if caused_by(exc, BodyTooLarge):  # raised by limited() while the body was being sent
+                    raise BodyTooLarge() from exc
+                if isinstance(exc, aiohttp.ClientPayloadError):
+                    return json_error(400, f"could not read the request body: {exc}", "BadRequestError")
                 # A pooled keep-alive connection can be closed by vLLM just as we reuse it: retry once.
-                if attempt == 1 and replayable:
+                if attempt == 1 and replayable and isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
                     continue
                 return self.upstream_failed(exc, down=False)
-            except aiohttp.ClientPayloadError as exc:
-                if isinstance(exc.__cause__, BodyTooLarge):
-                    raise BodyTooLarge() from exc
-                return json_error(400, f"could not read the request body: {exc}", "BadRequestError")
         response: web.StreamResponse | None = None
         try:
             response_headers = forward_response_headers(upstream.headers)

@@ -1,0 +1,75 @@
+"""The `reranker` command: one entry point, one subcommand per job.
+
+Each subcommand lives in the module that does the work; this file only wires them up and turns the
+errors a user can fix (bad settings, an impossible plan) into one clear line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .config import ConfigError
+from .flags import PlanError
+
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+Serve a reranker with vLLM behind an authenticated gateway, and work with the endpoint.
+
+Settings come from the environment (MODEL_NAME, VLLM_ARGS, USE_ALL_GPUS, ...): see README.md,
+or `reranker plan` to see what they would run.
+"""
+
+EPILOG = """\
+examples:
+  MODEL_NAME=BAAI/bge-reranker-v2-m3 reranker plan      what would run, and why
+  MODEL_NAME=/models/minilm reranker serve             run the stack on this machine
+  reranker token                                       the URL with the token, for a browser
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import cli_stack
+
+    parser = argparse.ArgumentParser(
+        prog="reranker",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registrars: list[Callable[[argparse._SubParsersAction], None]] = [cli_stack.register]
+    # Other command groups register themselves here (one module per group):
+    for module_name in ("cli_gateway", "cli_client", "cli_vast", "cli_offline"):
+        try:
+            module = __import__(f"{__package__}.{module_name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module_name}":
+                raise
+            continue
+        registrars.append(module.register)
+    for register in registrars:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, PlanError) as exc:
+        print(f"reranker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("reranker: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
