@@ -1,0 +1,252 @@
+"""The gateway process against a loopback upstream: readiness (loading -> ready -> down), the launcher's
+status file, body limits, malformed requests, streaming, metrics, the generated token, HTTPS, auth off."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from reranker_template.gateway import health
+from reranker_template.gateway.tls import fingerprint
+from gateway_upstream import REPO, FakeUpstream, GatewayProcess, start_gateway
+
+TOKEN = "process-test-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+RERANK = {"model": "test-model", "query": "q", "documents": ["a", "b"]}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gw = start_gateway(tmp_path, {"API_KEYS": TOKEN, "MAX_REQUEST_BYTES": "100000"})
+    yield gw
+    gw.stop()
+
+
+def write_status(gw: GatewayProcess, **fields: object) -> None:
+    gw.state_dir.mkdir(parents=True, exist_ok=True)
+    (gw.state_dir / "vllm-status.json").write_text(json.dumps({"updated": time.time(), **fields}))
+
+
+def test_loading_then_ready_then_down(gateway: GatewayProcess) -> None:
+    # vLLM not started yet: /health and every proxied route answer 503 JSON with Retry-After.
+    response = gateway.health()
+    assert response.status_code == 503
+    assert response.json()["status"] == "loading" and response.json()["model"] == "test-model"
+    assert int(response.headers["Retry-After"]) > 0
+    proxied = requests.post(gateway.url + "/v1/rerank", json=RERANK, headers=BEARER, timeout=5)
+    assert proxied.status_code == 503 and proxied.headers["Content-Type"].startswith("application/json")
+    assert proxied.json()["status"] == "loading" and "Retry-After" in proxied.headers
+
+    write_status(gateway, phase="downloading", reason=None, quality_check="pending")
+    assert gateway.wait_status("loading")["phase"] == "downloading"
+
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    try:
+        write_status(gateway, phase="ready", reason=None, quality_check="passed")
+        body = gateway.wait_status("ready")
+        assert body["quality_check"] == "passed" and body["model"] == "test-model"
+        ok = requests.post(gateway.url + "/v1/rerank", json=RERANK, headers=BEARER, timeout=5)
+        assert ok.status_code == 200 and [r["index"] for r in ok.json()["results"]] == [0, 1]
+    finally:
+        upstream.stop()
+    # vLLM died: the next request gets a 503 JSON (never a reset or an HTML 502), and /health follows at once.
+    dead = requests.post(gateway.url + "/v1/rerank", json=RERANK, headers=BEARER, timeout=5)
+    assert dead.status_code == 503 and dead.json()["status"] == "down"
+    assert gateway.health().status_code == 503
+    assert gateway.health().json()["status"] == "down"
+
+
+def test_health_turns_503_soon_after_vllm_dies_without_traffic(gateway: GatewayProcess) -> None:
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    gateway.wait_status("ready")
+    upstream.stop()
+    started = time.monotonic()
+    gateway.wait_status("down", timeout=5)
+    assert time.monotonic() - started < 3
+
+
+def test_failed_phase_is_reported_with_its_reason(gateway: GatewayProcess) -> None:
+    write_status(gateway, phase="failed", reason="CUDA out of memory", quality_check="pending")
+    body = gateway.wait_status("failed")
+    assert body["reason"] == "CUDA out of memory"
+    response = requests.get(gateway.url + "/v1/models", headers=BEARER, timeout=5)
+    assert response.status_code == 503 and "CUDA out of memory" in response.json()["error"]["message"]
+
+
+def test_body_limit_malformed_json_and_streaming(gateway: GatewayProcess) -> None:
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    try:
+        gateway.wait_status("ready")
+        big = {"model": "m", "query": "q", "documents": ["x" * 200_000]}
+        too_big = requests.post(gateway.url + "/v1/rerank", json=big, headers=BEARER, timeout=10)
+        assert too_big.status_code == 413
+        assert "MAX_REQUEST_BYTES" in too_big.json()["error"]["message"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold for chunked bodies too
+            for _ in range(20):
+                yield b"y" * 10_000
+
+        chunked = requests.post(gateway.url + "/echo", data=chunks(), headers=BEARER, timeout=10)
+        assert chunked.status_code == 413 and chunked.json()["error"]["code"] == 413
+        small_chunked = requests.post(gateway.url + "/echo", data=iter([b"z" * 5000] * 3), headers=BEARER, timeout=10)
+        assert small_chunked.status_code == 200 and small_chunked.json()["body_bytes"] == 15000
+
+        for bad in (b'{"query": "q", "documents": [', b"\xff\xfe", b"not json at all"):
+            response = requests.post(gateway.url + "/v1/rerank", data=bad, timeout=5,
+                                     headers={**BEARER, "Content-Type": "application/json"})
+            assert response.status_code == 400, bad
+            assert "not valid JSON" in response.json()["error"]["message"]
+
+        streamed = requests.get(gateway.url + "/big?size=3000000", headers=BEARER, timeout=10)
+        assert streamed.status_code == 200 and len(streamed.content) == 3_000_000
+    finally:
+        upstream.stop()
+
+
+def test_metrics_have_gateway_and_vllm_series(gateway: GatewayProcess) -> None:
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    try:
+        gateway.wait_status("ready")
+        requests.post(gateway.url + "/v1/rerank", json=RERANK, headers=BEARER, timeout=5)
+        requests.get(gateway.url + f"/random-{time.time()}", headers=BEARER, timeout=5)
+        text = requests.get(gateway.url + "/metrics", headers=BEARER, timeout=5).text
+    finally:
+        upstream.stop()
+    assert 'reranker_gateway_requests_total{route="/v1/rerank",status="200"} 1.0' in text
+    assert 'route="other"' in text and "random-" not in text  # unknown paths do not create series
+    assert "reranker_gateway_request_duration_seconds_bucket" in text
+    assert "reranker_gateway_upstream_up 1.0" in text
+    assert "vllm:num_requests_running 0" in text  # vLLM's own metrics follow ours
+
+
+def test_generated_token_url_in_log_and_reranker_token(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path)
+    try:
+        token_file = gw.state_dir / "token"
+        deadline = time.monotonic() + 10
+        while "Open http" not in gw.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+        assert f"Open http://127.0.0.1:{gw.port}/?token={token}" in gw.log_text()
+        assert requests.get(gw.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 503
+        assert requests.get(gw.url + "/v1/models", timeout=5).status_code == 401
+        printed = subprocess.run([sys.executable, "-m", "reranker_template.cli", "token"], env=gw.env,
+                                 capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.strip() == f"http://127.0.0.1:{gw.port}/?token={token}"
+    finally:
+        gw.stop()
+    # A restart reuses the same token.
+    again = start_gateway(tmp_path)
+    try:
+        assert (again.state_dir / "token").read_text().strip() == token
+    finally:
+        again.stop()
+
+
+def test_reranker_token_without_any_token_says_what_to_do(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPEN_BUTTON_TOKEN", "API_KEYS", "WEB_PASSWORD", "VLLM_API_KEY")}
+    env.update(RERANKER_STATE_DIR=str(tmp_path / "none"), HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "reranker_template.cli", "token"], env=env,
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 1
+    assert "no token yet" in result.stderr and "Traceback" not in result.stderr
+    env["WEB_PASSWORD"] = "chosen"
+    env["PUBLIC_IPADDR"], env["VAST_TCP_PORT_8000"] = "203.0.113.7", "41234"
+    result = subprocess.run([sys.executable, "-m", "reranker_template.cli", "token"], env=env,
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.stdout.strip() == "http://203.0.113.7:41234/?token=chosen"
+
+
+def test_https_with_a_generated_certificate(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, {"API_KEYS": TOKEN, "ENABLE_HTTPS": "true"})
+    try:
+        cert = gw.state_dir / "tls" / "self-signed.crt"
+        assert cert.is_file()
+        assert stat.S_IMODE(os.stat(gw.state_dir / "tls" / "self-signed.key").st_mode) == 0o600
+        assert f"SHA-256 fingerprint {fingerprint(cert)}" in gw.log_text()
+        response = requests.get(gw.url + "/health", verify=str(cert), timeout=5)  # verifies against our cert
+        assert response.status_code == 503
+        nav = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+        redirect = requests.get(f"{gw.url}/?token={TOKEN}", headers=nav, verify=str(cert), allow_redirects=False, timeout=5)
+        assert redirect.status_code == 302 and "Secure" in redirect.headers["Set-Cookie"]
+        with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP on the TLS port is refused
+            requests.get(f"http://127.0.0.1:{gw.port}/health", timeout=5)
+    finally:
+        gw.stop()
+
+
+def test_https_with_given_certificate_files(tmp_path: Path) -> None:
+    from reranker_template.gateway.tls import generate_self_signed
+
+    cert, key = tmp_path / "mine.crt", tmp_path / "mine.key"
+    generate_self_signed(cert, key, ["127.0.0.1"])
+    gw = start_gateway(tmp_path, {"ENABLE_HTTPS": "true", "TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)})
+    try:
+        assert requests.get(gw.url + "/health", verify=str(cert), timeout=5).status_code == 503
+        assert "environment certificate" in gw.log_text()
+        assert not (gw.state_dir / "tls").exists()
+    finally:
+        gw.stop()
+
+
+def test_auth_off_warns_loudly_and_serves_without_token(tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, {"ENABLE_AUTH": "false"})
+    upstream = FakeUpstream(gw.vllm_port).start()
+    try:
+        gw.wait_status("ready")
+        assert requests.get(gw.url + "/v1/models", timeout=5).status_code == 200
+        page = requests.get(gw.url + "/", timeout=5)
+        assert page.status_code == 200 and "auth is off" in page.text
+        log = gw.log_text()
+        assert "ENABLE_AUTH=false" in log and "WITHOUT A TOKEN" in log and " WARNING " in log
+        assert not (gw.state_dir / "token").exists()
+    finally:
+        upstream.stop()
+        gw.stop()
+
+
+def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items()}
+        env.update(RERANKER_STATE_DIR=str(tmp_path / "s"), RERANKER_LOG_DIR=str(tmp_path / "l"), HOME=str(tmp_path),
+                   GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port), VLLM_PORT="1", API_KEYS="x", PYTHONPATH=str(REPO))
+        result = subprocess.run([sys.executable, "-m", "reranker_template.cli", "gateway"], env=env,
+                                capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 1
+    assert "cannot listen on" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "ready, ever, status, expected",
+    [
+        (True, True, {}, (200, "ready")),
+        (False, False, {}, (503, "loading")),
+        (False, False, {"phase": "provisioning"}, (503, "loading")),
+        (False, False, {"phase": "ready"}, (503, "loading")),  # launcher ahead of our first poll
+        (False, True, {"phase": "ready"}, (503, "down")),
+        (False, True, {}, (503, "down")),
+        (False, True, {"phase": "starting"}, (503, "loading")),  # restarted by supervisord
+        (False, False, {"phase": "failed", "reason": "bad flag"}, (503, "failed")),
+        (False, True, {"phase": "stopped"}, (503, "down")),
+    ],
+)
+def test_health_report(ready: bool, ever: bool, status: dict, expected: tuple[int, str]) -> None:
+    code, body = health.health_report(ready, ever, status, "m")
+    assert (code, body["status"]) == expected
+    assert body["model"] == "m"
