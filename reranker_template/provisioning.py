@@ -122,8 +122,8 @@ def already_done(settings: Settings, marker_dir: Path) -> bool:
     data = _read_marker(marker_dir / COMPLETE_MARKER)
     if data is None:
         return False
-    recorded = data.get("source")
-    return recorded is None or recorded == settings.provisioning_script
+    recorded = data.get("source_id")
+    return recorded is None or recorded == source_id(settings.provisioning_script or "")
 
 
 def mark_pending(settings: Settings, marker_dir: Path) -> bool:
@@ -137,7 +137,7 @@ def mark_pending(settings: Settings, marker_dir: Path) -> bool:
         return False
     marker_dir.mkdir(parents=True, exist_ok=True)
     _remove(marker_dir / FAILED_MARKER)
-    _write_marker(marker_dir / RUNNING_MARKER, {"source": settings.provisioning_script, "pid": None, "started": time.time()})
+    _write_marker(marker_dir / RUNNING_MARKER, {"source": redact(settings.provisioning_script), "pid": None, "started": time.time()})
     return True
 
 
@@ -148,6 +148,22 @@ def is_url(source: str) -> bool:
     return urlparse(source).scheme.lower() in ("http", "https")
 
 
+def redact(source: str) -> str:
+    """The source as logs and markers show it: a URL can carry a secret (user:password@, ?token=)."""
+    parts = urlparse(source)
+    if not parts.scheme or not parts.netloc:
+        return source
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=host, query="…" if parts.query else "", fragment="").geturl()
+
+
+def source_id(source: str) -> str:
+    """What the complete marker records to recognise the same script later, without storing a secret."""
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def fetch_script(source: str, download: Download = Download()) -> bytes:
     """The script's bytes, from an http(s) URL (with retries) or a local path."""
     scheme = urlparse(source).scheme.lower()
@@ -156,7 +172,7 @@ def fetch_script(source: str, download: Download = Download()) -> bytes:
     if scheme == "file":
         source = urlparse(source).path
     elif scheme and len(scheme) > 1:  # "C:" style drive letters aside, any other scheme is a mistake
-        raise ProvisioningError(f"PROVISIONING_SCRIPT={source!r}: only http(s) URLs and local file paths are supported")
+        raise ProvisioningError(f"PROVISIONING_SCRIPT={redact(source)!r}: only http(s) URLs and local file paths are supported")
     path = Path(source).expanduser()
     try:
         return path.read_bytes()
@@ -183,9 +199,9 @@ def _download(url: str, download: Download) -> bytes:
         try:
             response = session.get(url, timeout=(download.connect_timeout, download.read_timeout))
         except requests.RequestException as exc:
-            raise ProvisioningError(f"could not download PROVISIONING_SCRIPT {url} after {download.retries} retries: {type(exc).__name__}") from None
+            raise ProvisioningError(f"could not download PROVISIONING_SCRIPT {redact(url)} after {download.retries} retries: {type(exc).__name__}") from None
         if response.status_code != 200:
-            raise ProvisioningError(f"could not download PROVISIONING_SCRIPT {url}: HTTP {response.status_code}")
+            raise ProvisioningError(f"could not download PROVISIONING_SCRIPT {redact(url)}: HTTP {response.status_code}")
         return response.content
 
 
@@ -307,10 +323,10 @@ def run_provisioning(
     `result.may_start_vllm` applies PROVISIONING_FAILURE.
     """
     echo = echo or sys.stdout
-    source = settings.provisioning_script
     policy = settings.provisioning_failure
-    if not source:
+    if not settings.provisioning_script:
         return ProvisioningResult(state="not-configured", policy=policy)
+    source = redact(settings.provisioning_script)
     running = marker_dir / RUNNING_MARKER
     if already_done(settings, marker_dir):
         _remove(running)  # a pending marker from mark_pending must not hold vLLM back
@@ -324,13 +340,14 @@ def run_provisioning(
     log_path = paths.log_file(LOG_NAME)
     _remove(marker_dir / FAILED_MARKER)
     _write_marker(running, {"source": source, "pid": os.getpid(), "started": time.time()})
+    identity = {"source_id": source_id(settings.provisioning_script)}
     started = time.monotonic()
     with open(log_path, "a", encoding="utf-8", errors="replace") as log:
         sinks: list[TextIO] = [echo, log]
         exit_code: int | None = None
         try:
             _say(f"fetching {source}", sinks)
-            content = fetch_script(source, download)
+            content = fetch_script(settings.provisioning_script, download)
             digest = check_sha256(content, settings.provisioning_sha256)
             script = work_dir / "script"
             script.write_bytes(content)
@@ -348,14 +365,14 @@ def run_provisioning(
             reason = str(exc) if isinstance(exc, ProvisioningError) else f"could not run the script: {exc}"
             seconds = time.monotonic() - started
             result = ProvisioningResult("failed", source, reason, exit_code, policy, seconds, str(log_path))
-            _write_marker(marker_dir / FAILED_MARKER, asdict(result))
+            _write_marker(marker_dir / FAILED_MARKER, asdict(result) | identity)
             _remove(running)
             then = "vLLM starts anyway (PROVISIONING_FAILURE=continue)" if policy == "continue" else "vLLM will not start (PROVISIONING_FAILURE=stop)"
             _say(f"FAILED: {reason}; {then}", sinks)
             return result
         seconds = time.monotonic() - started
         result = ProvisioningResult("succeeded", source, None, 0, policy, seconds, str(log_path))
-        _write_marker(marker_dir / COMPLETE_MARKER, asdict(result))
+        _write_marker(marker_dir / COMPLETE_MARKER, asdict(result) | identity)
         _remove(running)
         _say(f"done in {seconds:.1f} s; {marker_dir / COMPLETE_MARKER} stops later boots from running it again", sinks)
         return result

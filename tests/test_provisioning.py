@@ -365,3 +365,19 @@ def test_a_boot_clears_the_running_marker_of_an_interrupted_boot(paths: Paths) -
     (paths.state_dir / RUNNING_MARKER).write_text(f'{{"pid": {os.getpid()}}}')
     assert not mark_pending(load_settings({}), paths.state_dir)
     assert wait_for_provisioning(paths.state_dir, timeout=1).state == "none"
+
+
+def test_a_secret_in_the_url_stays_out_of_logs_and_markers(server: ScriptServer, paths: Paths, tmp_path: Path) -> None:
+    url = server.add("/s.sh?token=SECRET123", counting_script(tmp_path / "count")).replace("http://", "http://user:PASSWORD9@")
+    out = io.StringIO()
+    first = run_provisioning(settings_for(url), paths, paths.state_dir, download=FAST, echo=out)
+    assert first.state == "succeeded"
+    written = out.getvalue() + paths.log_file("provisioning").read_text()
+    written += "".join(p.read_text() for p in paths.state_dir.glob(".provisioning*"))
+    assert "SECRET123" not in written and "PASSWORD9" not in written
+    assert "/s.sh?…" in written
+    # The marker still recognises the same script (and only it) on the next boot.
+    assert run_provisioning(settings_for(url), paths, paths.state_dir, download=FAST, echo=io.StringIO()).state == "already-done"
+    other = url.replace("SECRET123", "OTHER")
+    server.scripts["/s.sh?token=OTHER"] = b"#!/bin/sh\ntrue\n"
+    assert run_provisioning(settings_for(other), paths, paths.state_dir, download=FAST, echo=io.StringIO()).state == "succeeded"
