@@ -91,7 +91,7 @@ def template_docker_options() -> tuple[set[str], dict[str, str]]:
     tokens = shlex.split(template()["env"])
     ports: set[str] = set()
     env: dict[str, str] = {}
-    for flag, value in zip(tokens, tokens[1:]):
+    for flag, value in zip(tokens, tokens[1:], strict=False):
         if flag == "-p":
             ports.add(value)
         elif flag in ("-e", "--env"):

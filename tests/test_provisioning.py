@@ -302,7 +302,9 @@ def _cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-def test_cli_exit_status_follows_the_failure_policy(server: ScriptServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exit_status_follows_the_failure_policy(
+    server: ScriptServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = server.add("/fails.sh", "#!/bin/sh\necho about to fail\nexit 7\n")
     monkeypatch.setenv("RERANKER_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("RERANKER_LOG_DIR", str(tmp_path / "logs"))
