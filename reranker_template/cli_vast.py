@@ -48,7 +48,8 @@ def _err() -> Console:
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output keeps whole rows (rich would otherwise squeeze tables into 80 columns).
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> int:
