@@ -121,14 +121,15 @@ def valid_tp_sizes(model: ModelInfo, limit: int) -> list[int]:
 
 
 def describe_gpus(gpus: tuple[Gpu, ...]) -> str:
+    """`4x A100-SXM4-80GB (80.0 GiB, compute capability 8.0; GPU 0,1,2,3)`."""
     names = sorted({g.short_name for g in gpus})
+    which = ",".join(str(x.index) for x in gpus)
     if len(names) == 1:
         g = gpus[0]
-        memory = f", {g.memory_gib:.0f} GiB" if g.memory_mib else ", memory unknown"
-        capability = f", compute capability {g.compute_capability:g}" if g.compute_capability else ""
-        which = ",".join(str(x.index) for x in gpus)
-        return f"{len(gpus)}x {names[0]}{memory}{capability} (GPU {which})"
-    return ", ".join(f"GPU{g.index} {g.short_name} {g.memory_gib:.0f} GiB" for g in gpus)
+        memory = f"{g.memory_gib:.1f} GiB" if g.memory_mib else "memory unknown"
+        capability = f", compute capability {g.compute_capability:.1f}" if g.compute_capability else ""
+        return f"{len(gpus)}x {names[0]} ({memory}{capability}; GPU {which})"
+    return ", ".join(f"GPU{g.index} {g.short_name} ({g.memory_gib:.1f} GiB)" for g in gpus)
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,19 @@ class _Facts:
     def count(self) -> int:
         return len(self.gpus)
 
+    @property
+    def gpu(self) -> str:
+        """`one T4 (15.0 GiB)`: the smallest GPU, for messages."""
+        smallest = min(self.gpus, key=lambda g: g.memory_mib)
+        return f"one {smallest.short_name} ({smallest.memory_gib:.1f} GiB)"
+
     def fits(self, tp: int) -> bool | None:
         if self.need is None or self.gpu_gib is None:
             return None
         return self.need.per_gpu_gib(tp) <= self.gpu_gib
+
+    def per_gpu(self, tp: int = 1) -> str:
+        return f"{self.need.per_gpu_gib(tp):.1f} GiB" if self.need else "an unknown amount"
 
     def smallest_fitting_tp(self, limit: int) -> int | None:
         for tp in valid_tp_sizes(self.model, limit):
@@ -156,15 +166,14 @@ class _Facts:
         return None
 
     def what_would_work(self) -> str:
-        """A sentence naming a layout that would run, for error messages."""
+        """Layouts that would run, for error messages: a bigger GPU, or more GPUs like these."""
         if self.need is None or self.gpu_gib is None:
             return "check the model's size and the GPUs' memory"
+        options = [f"a GPU with at least {self.need.per_gpu_gib(1):.1f} GiB"]
         tp = self.smallest_fitting_tp(64)
-        one = self.need.per_gpu_gib(1)
-        parts = [f"a GPU with at least {one:.0f} GiB"]
         if tp and tp > 1:
-            parts.append(f"{tp} GPUs like these with tensor parallelism {tp} (each needs {self.need.per_gpu_gib(tp):.1f} GiB)")
-        return " or ".join(parts)
+            options.append(f"{tp} GPUs like these with tensor parallelism {tp} ({self.per_gpu(tp)} each)")
+        return " or ".join(options)
 
 
 def _facts(gpus: tuple[Gpu, ...], model: ModelInfo) -> _Facts:
@@ -174,26 +183,35 @@ def _facts(gpus: tuple[Gpu, ...], model: ModelInfo) -> _Facts:
 
 
 def _fit_reason(facts: _Facts, tp: int = 1) -> str:
+    """The memory estimate and its verdict, in full, for `reasons`."""
     if facts.need is None:
-        why = facts.model.note or "its weight size is unknown"
-        return f"{facts.model.name}: {why}; assuming it fits one GPU, as most rerankers do (if it does not, set PARALLEL_MODE=tp or VLLM_ARGS=--tensor-parallel-size N)"
+        why = facts.model.note or f"{facts.model.name}'s weight size is unknown"
+        return (
+            f"{why}; assuming the model fits one GPU, as most rerankers do (if it does not, set PARALLEL_MODE=tp "
+            "or VLLM_ARGS=--tensor-parallel-size N)"
+        )
     if facts.gpu_gib is None:
-        return f"{facts.model.name} needs about {facts.need.explain(tp)}; GPU memory unknown (no nvidia-smi), assuming it fits"
+        return f"{facts.model.name} needs about {facts.need.explain(tp)}; GPU memory unknown (no nvidia-smi): assuming it fits"
     verdict = "fits" if facts.fits(tp) else "does not fit"
-    return f"{facts.model.name} needs about {facts.need.explain(tp)}: it {verdict} a {facts.gpu_gib:.1f} GiB GPU"
+    return f"{facts.model.name} needs about {facts.need.explain(tp)}: it {verdict} {facts.gpu}"
+
+
+def _too_big(facts: _Facts) -> str:
+    """`Qwen/Qwen3-Reranker-8B needs about 22.0 GiB on one GPU (15.3 GiB weights + ...)`, for errors."""
+    assert facts.need is not None
+    need = facts.need
+    kv = f" + {need.kv_cache_gib:.1f} GiB KV cache" if need.kv_cache_gib else ""
+    return f"{facts.model.name} needs about {need.per_gpu_gib(1):.1f} GiB on one GPU ({need.weights_gib:.1f} GiB weights [{need.weight_source}]{kv} + working memory and headroom)"
 
 
 def _user_layout(facts: _Facts, user: UserArgs) -> tuple[int, int, list[str]]:
-    tp = user.int_value("--tensor-parallel-size") or 1
-    dp = user.int_value("--data-parallel-size") or 1
-    pp = user.int_value("--pipeline-parallel-size") or 1
-    given = " ".join(f"{name} {value}" for name, value in (("--tensor-parallel-size", tp), ("--data-parallel-size", dp), ("--pipeline-parallel-size", pp)) if value > 1 or user.has(name))
-    total = tp * dp * pp
-    if total > facts.count:
+    sizes = {name: user.int_value(name) or 1 for name in ("--tensor-parallel-size", "--data-parallel-size", "--pipeline-parallel-size")}
+    tp, dp, pp = sizes.values()
+    given = " ".join(f"{name} {value}" for name, value in sizes.items() if user.has(name))
+    if tp * dp * pp > facts.count:
         raise PlanError(
-            f"VLLM_ARGS asks for {given}, which needs {total} GPUs, but {facts.count} are visible "
-            f"({describe_gpus(facts.gpus)}). Lower the sizes so their product is at most {facts.count}, or remove them "
-            "and let USE_ALL_GPUS choose."
+            f"VLLM_ARGS asks for {given}, which needs {tp * dp * pp} GPUs, but {facts.count} are visible "
+            f"({describe_gpus(facts.gpus)}): lower the sizes so they multiply to at most {facts.count}, or remove them and let USE_ALL_GPUS choose."
         )
     problem = tp_problem(facts.model, tp)
     if problem:
@@ -203,6 +221,8 @@ def _user_layout(facts: _Facts, user: UserArgs) -> tuple[int, int, list[str]]:
     reasons = [f"VLLM_ARGS sets the parallel layout ({given}): taken as given, we add no parallel size"]
     if facts.fits(tp) is False:
         reasons.append(f"warning: {_fit_reason(facts, tp)}; vLLM will likely run out of memory")
+    else:
+        reasons.append(_fit_reason(facts, tp))
     return tp, dp, reasons
 
 
@@ -210,10 +230,10 @@ def _one_gpu(facts: _Facts, why: str) -> tuple[int, int, list[str]]:
     if facts.fits(1) is False:
         tp = facts.smallest_fitting_tp(facts.count)
         if tp:
-            fix = f"set USE_ALL_GPUS=true (tensor parallelism {tp} over {tp} of your {facts.count} GPUs fits)"
+            fix = f"set USE_ALL_GPUS=true: tensor parallelism {tp} over {tp} of your {facts.count} GPUs fits ({facts.per_gpu(tp)} each)"
         else:
-            fix = f"use {facts.what_would_work()}"
-        raise PlanError(f"{_fit_reason(facts)}. {why}; {fix}.")
+            fix = f"it needs {facts.what_would_work()}"
+        raise PlanError(f"USE_ALL_GPUS=false runs one GPU, but {_too_big(facts)}, more than {facts.gpu}: {fix}.")
     return 1, 1, [why, _fit_reason(facts)]
 
 
@@ -221,7 +241,7 @@ def _forced_dp(facts: _Facts) -> tuple[int, int, list[str]]:
     if facts.fits(1) is False:
         tp = facts.smallest_fitting_tp(facts.count)
         fix = f"PARALLEL_MODE=auto would run tensor parallelism {tp} x data parallelism {facts.count // tp}" if tp else f"it needs {facts.what_would_work()}"
-        raise PlanError(f"PARALLEL_MODE=dp puts a whole copy of the model on each GPU, but {_fit_reason(facts)}; {fix}.")
+        raise PlanError(f"PARALLEL_MODE=dp puts a whole copy of the model on each GPU, but {_too_big(facts)}, more than {facts.gpu}: {fix}.")
     return 1, facts.count, [f"PARALLEL_MODE=dp: one engine per GPU on all {facts.count} GPUs", _fit_reason(facts)]
 
 
@@ -231,12 +251,16 @@ def _forced_tp(facts: _Facts) -> tuple[int, int, list[str]]:
     if problem:
         valid = [t for t in valid_tp_sizes(facts.model, facts.count) if t > 1]
         if valid:
-            fix = f"expose {valid[-1]} GPUs (e.g. CUDA_VISIBLE_DEVICES={','.join(str(g.index) for g in facts.gpus[: valid[-1]])}) for tensor parallelism {valid[-1]}"
+            chosen = ",".join(str(g.index) for g in facts.gpus[: valid[-1]])
+            fix = f"expose {valid[-1]} GPUs (e.g. CUDA_VISIBLE_DEVICES={chosen}) for tensor parallelism {valid[-1]}, or use PARALLEL_MODE=auto"
         else:
-            fix = "no tensor-parallel size above 1 works with this many GPUs"
-        raise PlanError(f"PARALLEL_MODE=tp over all {tp} GPUs cannot work: {problem} of {facts.model.name}. Either {fix}, or use PARALLEL_MODE=auto.")
+            fix = "use PARALLEL_MODE=auto"
+        raise PlanError(f"PARALLEL_MODE=tp over all {tp} GPUs cannot work: {problem} ({facts.model.name}); {fix}.")
     if facts.fits(tp) is False:
-        raise PlanError(f"PARALLEL_MODE=tp over all {tp} GPUs: {_fit_reason(facts, tp)}; it needs {facts.what_would_work()}.")
+        raise PlanError(
+            f"PARALLEL_MODE=tp over all {tp} GPUs: {facts.model.name} would still need {facts.per_gpu(tp)} per GPU, "
+            f"more than {facts.gpu}; it needs {facts.what_would_work()}."
+        )
     reasons = [f"PARALLEL_MODE=tp: tensor parallelism over all {tp} GPUs, one engine"]
     if tp > 1 and facts.model.num_attention_heads is None:
         reasons.append(f"warning: {facts.model.name}'s attention heads are unknown, so we cannot check that {tp} divides them")
@@ -259,15 +283,17 @@ def _auto(facts: _Facts) -> tuple[int, int, list[str]]:
     tp = facts.smallest_fitting_tp(n)
     if tp is None:
         assert facts.need is not None and facts.gpu_gib is not None  # fits(1) is False only when both are known
-        if facts.need.per_gpu_gib(n) > facts.gpu_gib:
-            why = f"even split over all {n} it would need {facts.need.per_gpu_gib(n):.1f} GiB per GPU"
+        if n == 1:
+            why = f"more than {facts.gpu}"
+        elif facts.need.per_gpu_gib(n) > facts.gpu_gib:
+            why = f"more than {describe_gpus(facts.gpus)} hold even split over all {n} ({facts.per_gpu(n)} per GPU)"
         else:
-            why = f"no tensor-parallel size up to {n} both fits and divides its heads"
-        raise PlanError(f"{_fit_reason(facts)}; it does not fit {describe_gpus(facts.gpus)}: {why}. It needs {facts.what_would_work()}.")
+            why = f"and no tensor-parallel size up to {n} both fits {describe_gpus(facts.gpus)} and divides its heads"
+        raise PlanError(f"{_too_big(facts)}, {why}. It needs {facts.what_would_work()}.")
     dp = n // tp
     reasons = [
         _fit_reason(facts),
-        f"tensor parallelism {tp}: the smallest size that fits ({facts.need.per_gpu_gib(tp):.1f} GiB per GPU) and divides the "
+        f"tensor parallelism {tp}: the smallest size that fits ({facts.per_gpu(tp)} per GPU) and divides the "
         f"model's heads; data parallelism {dp} over the {n} GPUs",
     ]
     if n % tp:
@@ -282,7 +308,7 @@ def _gpu_flags(used: tuple[Gpu, ...], tp: int, user: UserArgs) -> tuple[list[Fla
     old = [g for g in used if 0 < g.compute_capability < BF16_MIN_CAPABILITY]
     if old:
         g = old[0]
-        flags.append(Flag("--dtype", "float16", f"{g.short_name} (compute capability {g.compute_capability:g}) has no bfloat16; float16 is its fast 16-bit type"))
+        flags.append(Flag("--dtype", "float16", f"{g.short_name} (compute capability {g.compute_capability:.1f}) has no bfloat16; float16 is its fast 16-bit type"))
     if tp > 1:
         groups = [used[i : i + tp] for i in range(0, len(used), tp)]
         verdicts = [p2p_between(group) for group in groups if len(group) == tp]
