@@ -82,7 +82,7 @@ class ProvisioningError(RuntimeError):
 
 def marker_dir_for(paths: Paths) -> Path:
     """`/` in the container (Vast's own tooling looks there), the state directory elsewhere."""
-    return Path("/") if paths.container else paths.state_dir
+    return paths.provisioning_marker_dir
 
 
 # --- markers -------------------------------------------------------------------------------------
