@@ -43,13 +43,20 @@ Launched instances (endpoint, API key) are recorded in ~/.config/reranker/instan
 """
 
 
+def _console(stderr: bool) -> Console:
+    """Plain text (Vast's messages may contain [brackets]); piped output keeps whole lines and rows
+    (rich would otherwise squeeze them into 80 columns)."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 240
+    return Console(stderr=stderr, highlight=False, markup=False, emoji=False, soft_wrap=True, width=width)
+
+
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _console(stderr=True)
 
 
 def _out() -> Console:
-    # Piped output keeps whole rows (rich would otherwise squeeze tables into 80 columns).
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+    return _console(stderr=False)
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> int:
@@ -122,8 +129,9 @@ def _offer_query(args: argparse.Namespace, env: Mapping[str, str], limit: int) -
 
 def _describe_filters(query: vast.OfferQuery, need: vast.MemoryNeed) -> str:
     price = f", at most ${query.max_price:g}/h" if query.max_price is not None else ""
+    gpus = "1 GPU" if query.num_gpus == 1 else f"{query.num_gpus} GPUs"
     return (
-        f"{query.num_gpus} GPU(s) with >= {query.gpu_ram_mb / 1000:.1f} GB each ({need.reason}), compute capability >= "
+        f"{gpus} with >= {query.gpu_ram_mb / 1000:.1f} GB each ({need.reason}), compute capability >= "
         f"{vast.MIN_COMPUTE_CAP / 100:.1f}, reliability >= {vast.MIN_RELIABILITY}, verified, static IP, a direct port{price}"
     )
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 
-from .config import ConfigError, DEFAULT_GATEWAY_PORT, DEFAULT_MODEL, DEFAULT_VLLM_PORT, is_local_path, load_settings
+from .config import DEFAULT_GATEWAY_PORT, DEFAULT_MODEL, DEFAULT_VLLM_PORT, ConfigError, load_settings
 from .release import IMAGE, IMAGE_REPOSITORY, IMAGE_TAG
 
 DEFAULT_VAST_URL = "https://console.vast.ai"
@@ -175,14 +175,14 @@ class MemoryNeed:
 def min_gpu_ram(model_need_gib: float | None, user_min_gb: float | None) -> MemoryNeed:
     """Per-GPU memory filter in Vast's unit (gpu_ram is MB; user GB are x1000 as in `vastai search`)."""
     if user_min_gb is not None:
-        return MemoryNeed(user_min_gb * 1000, f"--min-gpu-ram {user_min_gb:g} GB")
+        return MemoryNeed(user_min_gb * 1000, "--min-gpu-ram")
     floor = DEFAULT_MIN_GPU_RAM_GB * 1000
     if model_need_gib is None:
-        return MemoryNeed(floor, f"{DEFAULT_MIN_GPU_RAM_GB:g} GB per GPU (model size unknown)")
+        return MemoryNeed(floor, f"the {DEFAULT_MIN_GPU_RAM_GB:g} GB default: the model's size is unknown")
     need_mb = float(math.ceil(model_need_gib * 1024))  # GiB -> MiB, the unit cards report
     if need_mb > floor:
         return MemoryNeed(need_mb, f"the model needs {model_need_gib:.1f} GiB per GPU")
-    return MemoryNeed(floor, f"{DEFAULT_MIN_GPU_RAM_GB:g} GB per GPU (the model needs {model_need_gib:.1f} GiB)")
+    return MemoryNeed(floor, f"the {DEFAULT_MIN_GPU_RAM_GB:g} GB minimum; the model needs {model_need_gib:.1f} GiB")
 
 
 @dataclass(frozen=True)
@@ -761,12 +761,3 @@ def publish_template(client: Any, body: Mapping[str, Any], public: bool = False)
     if isinstance(reply, dict) and reply.get("success") is False:
         raise VastError(f"Vast did not save the template: {reply.get('msg') or reply.get('error')}")
     return Published(action, template.get("hash_id"), template.get("id"))
-
-
-def instance_env_for_display(spec: LaunchSpec) -> dict[str, str]:
-    """The env without the secret, for --json and confirmations."""
-    return {k: ("<generated>" if k == "API_KEYS" else v) for k, v in spec.env().items()}
-
-
-def model_is_local(model: str) -> bool:
-    return is_local_path(model)

@@ -254,11 +254,12 @@ def test_launch_of_an_unknown_offer_fails_before_renting(env, fake, capsys):
 
 def test_launch_reports_an_exited_instance(env, fake, capsys):
     fake.script = [
-        {"actual_status": "loading", "status_msg": "pulling image"},
+        {"actual_status": "loading", "status_msg": "pulling [layer 3/7]"},
         {"actual_status": "exited", "status_msg": "Error response from daemon: OCI runtime create failed"},
     ]
     code, out, err = run(capsys, "launch", "9001", "--yes", *FAST)
     assert code == 1
+    assert "instance 30000001: loading (pulling [layer 3/7])" in err  # Vast's text, verbatim
     last = err.strip().splitlines()[-1]
     assert last.startswith("reranker vast: instance 30000001 exited: Error response from daemon: OCI runtime create failed")
     assert "vastai logs 30000001" in last and "reranker vast destroy 30000001" in last
