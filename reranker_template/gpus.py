@@ -159,12 +159,14 @@ def p2p_between(gpus: Iterable[Gpu]) -> tuple[bool, str]:
     return True, "no P2P matrix, and these are data-centre cards that normally have P2P"
 
 
-def _run(args: list[str], timeout: float, search_path: str | None) -> str | None:
-    exe = shutil.which("nvidia-smi", path=search_path)
+def _run(args: list[str], timeout: float, env: Mapping[str, str] | None) -> str | None:
+    exe = shutil.which("nvidia-smi", path=None if env is None else env.get("PATH"))
     if exe is None:
         return None
     try:
-        result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [exe, *args], capture_output=True, text=True, timeout=timeout, check=False, env=None if env is None else dict(env)
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if result.returncode != 0:
@@ -172,22 +174,22 @@ def _run(args: list[str], timeout: float, search_path: str | None) -> str | None
     return result.stdout
 
 
-def query_nvidia_smi(timeout: float = 15.0, search_path: str | None = None) -> str | None:
-    return _run([f"--query-gpu={QUERY}", "--format=csv,noheader,nounits"], timeout, search_path)
+def query_nvidia_smi(timeout: float = 15.0, env: Mapping[str, str] | None = None) -> str | None:
+    return _run([f"--query-gpu={QUERY}", "--format=csv,noheader,nounits"], timeout, env)
 
 
-def query_p2p(timeout: float = 15.0, search_path: str | None = None) -> str | None:
-    return _run(["topo", "-p2p", "r"], timeout, search_path)
+def query_p2p(timeout: float = 15.0, env: Mapping[str, str] | None = None) -> str | None:
+    return _run(["topo", "-p2p", "r"], timeout, env)
 
 
 def detect_gpus(env: Mapping[str, str], gpu_count_hint: int | None = None) -> tuple[list[Gpu], str]:
     """(visible GPUs, where the answer came from: "nvidia-smi", "GPU_COUNT" or "none")."""
-    search_path = env.get("PATH")  # the environment we were given decides which nvidia-smi answers
-    output = query_nvidia_smi(search_path=search_path)
+    # nvidia-smi is found and run with the environment we were given (its PATH), not the process's.
+    output = query_nvidia_smi(env=env)
     if output is not None:
         gpus = filter_visible(parse_nvidia_smi(output), env)
         if len(gpus) > 1:
-            gpus = attach_p2p(gpus, parse_p2p_matrix(query_p2p(search_path=search_path) or ""))
+            gpus = attach_p2p(gpus, parse_p2p_matrix(query_p2p(env=env) or ""))
         return gpus, "nvidia-smi"
     if gpu_count_hint:
         return [Gpu(index=i, name="unknown GPU", memory_mib=0, compute_capability=0.0) for i in range(gpu_count_hint)], "GPU_COUNT"
