@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     registrars: list[Callable[[argparse._SubParsersAction], None]] = [cli_stack.register]
     # Other command groups register themselves here (one module per group):
-    for module_name in ("cli_gateway", "cli_client", "cli_vast", "cli_offline"):
+    for module_name in ("cli_gateway", "cli_provision", "cli_client", "cli_vast", "cli_offline"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -27,6 +27,7 @@ from typing import IO, Callable
 from .config import Settings, load_settings
 from .download import ModelUnavailable, check_local_model, fetch_hub_model
 from .paths import Paths, default_paths
+from .provisioning import wait_for_provisioning
 from .status import VllmStatus, read_status, write_status
 
 # Starts allowed to fail at loading before the launcher gives up (exits at once, so supervisord FATALs).
@@ -100,7 +101,8 @@ class Launcher:
 
     def preflight(self) -> dict[str, str] | None:
         """Provisioning wait and model files. Returns extra env for vLLM, or None after a failure was reported."""
-        self.wait_for_provisioning()
+        if not self.wait_for_provisioning():
+            return None
         try:
             if self.settings.model_is_local_path:
                 check_local_model(self.settings.model_name)
@@ -113,15 +115,17 @@ class Launcher:
             self.give_up(str(exc), final=True)
             return None
 
-    def wait_for_provisioning(self) -> None:
+    def wait_for_provisioning(self) -> bool:
+        """False when PROVISIONING_SCRIPT failed and PROVISIONING_FAILURE=stop (the failure is reported)."""
         marker_dir = self.paths.provisioning_marker_dir
-        if not (marker_dir / ".provisioning").exists():
-            return
-        self.report(phase="provisioning", reason=None)
-        log("waiting for PROVISIONING_SCRIPT to finish")
-        deadline = time.monotonic() + self.settings.provisioning_timeout + 60
-        while (marker_dir / ".provisioning").exists() and time.monotonic() < deadline and not self.stopping.is_set():
-            time.sleep(1)
+        if (marker_dir / ".provisioning").exists():
+            self.report(phase="provisioning", reason=None)
+            log("waiting for PROVISIONING_SCRIPT to finish")
+        outcome = wait_for_provisioning(marker_dir, self.settings.provisioning_timeout + 60)
+        if not outcome.may_start_vllm:
+            self.give_up(outcome.reason or "PROVISIONING_SCRIPT failed (PROVISIONING_FAILURE=stop)", final=True)
+            return False
+        return True
 
     def run(self) -> int:
         if self.status.load_failures >= MAX_LOAD_FAILURES:

@@ -24,6 +24,7 @@ from .hardware import detect_hardware, find_runtime
 from .modelinfo import inspect_model
 from .paths import Paths, container_paths, local_paths
 from .plan import Plan, make_plan
+from .provisioning import mark_pending
 from .status import VllmStatus, write_status
 from .supervisor import VLLM_STOP_WAIT_SECONDS, SupervisorConfig, render
 
@@ -70,6 +71,8 @@ def write_runtime_files(spec: StackSpec) -> Path:
     paths.create()
     paths.plan_file.write_text(json.dumps(spec.plan.to_dict(), indent=2))
     write_status(paths.vllm_status_file, VllmStatus().with_(phase="starting"))
+    # Before supervisord starts, so the launcher cannot look for the marker before the script runs.
+    mark_pending(spec.settings, paths.provisioning_marker_dir)
     config = SupervisorConfig(
         python=sys.executable,
         paths=paths,

@@ -47,6 +47,7 @@ def render(config: SupervisorConfig, templates: Path | None = None) -> str:
         "log_dir": str(config.paths.log_dir),
         "stop_wait": str(VLLM_STOP_WAIT_SECONDS),
         "include": include,
+        "layout": "container" if config.paths.container else "local",
         # Running as root is normal in a container; saying so keeps supervisord from warning about it.
         "user": "user=root\n" if os.geteuid() == 0 else "",
     }
