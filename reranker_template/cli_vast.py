@@ -204,11 +204,12 @@ def _rent(client: Any, args: argparse.Namespace, env: Mapping[str, str], spec: v
             raise _Usage("pass --yes to rent without a prompt (stdin is not a terminal)")
         if not _confirm(f"Rent {candidates[0].summary()} with {spec.model}?"):
             raise _Declined()
+    renter = vast.make_client(env, retry=1)  # never retry a create blindly (see vast.create_instance)
     last_error: vast.VastError | None = None
     for offer in candidates[:3]:
         try:
             err.print(f"renting {offer.summary()}")
-            return vast.create_instance(client, offer.id, spec), offer
+            return vast.create_instance(renter, offer.id, spec), offer
         except vast.OfferGone as exc:
             last_error = exc
             if not args.cheapest:
@@ -350,6 +351,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     row["health"] = health.state if health else None
     if health and health.state != "unreachable":
         row["url"] = f"{health.scheme}://{view.public_ip}:{view.gateway_port}"
+        if record and (record.url, record.ssh_tunnel) != (row["url"], view.ssh_tunnel()):
+            # Launched with --no-wait, or the instance moved: keep the record's endpoint current.
+            vast.put_record(vast.records_path(env), dataclasses.replace(record, url=row["url"], ssh_tunnel=view.ssh_tunnel()))
     if args.json:
         if args.show_key and record:
             row["api_key"] = record.api_key

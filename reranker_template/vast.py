@@ -321,17 +321,35 @@ def parse_env_pairs(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 
 def create_instance(client: Any, offer_id: int, spec: LaunchSpec) -> int:
-    """Rent the offer with our image. Returns the new instance id."""
+    """Rent the offer with our image. Returns the new instance id.
+
+    Give it a client made with retry=1: a gateway error (502/503/504) may come after Vast rented the
+    offer, and a blind retry would rent a second instance that bills silently.
+    """
     with vast_call(f"renting offer {offer_id}", offer_id):
-        reply = client.create_instance(
-            offer_id,
-            image=IMAGE,
-            disk=spec.disk_gb,
-            env=spec.env(),
-            label=spec.label,
-            runtype="args",  # keeps the image's ENTRYPOINT (`reranker boot`)
-            cancel_unavail=True,  # fail now instead of leaving a stopped instance that bills storage
-        )
+        try:
+            reply = client.create_instance(
+                offer_id,
+                image=IMAGE,
+                disk=spec.disk_gb,
+                env=spec.env(),
+                label=spec.label,
+                runtype="args",  # keeps the image's ENTRYPOINT (`reranker boot`)
+                cancel_unavail=True,  # fail now instead of leaving a stopped instance that bills storage
+            )
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (502, 503, 504):
+                raise VastError(
+                    f"Vast answered {status} while renting offer {offer_id}; the instance may have been created anyway: "
+                    "check `reranker vast list` before trying again"
+                ) from None
+            raise
+        except requests.Timeout:
+            raise VastError(
+                f"Vast did not answer in time while renting offer {offer_id}; the instance may have been created anyway: "
+                "check `reranker vast list` before trying again"
+            ) from None
     if not isinstance(reply, dict) or not reply.get("success") or not reply.get("new_contract"):
         code, message = (reply.get("error", ""), reply.get("msg", "")) if isinstance(reply, dict) else ("", str(reply))
         raise VastError(f"Vast did not create the instance for offer {offer_id}: {message or code or 'no reason given'}")

@@ -377,6 +377,15 @@ def test_long_rate_limit_is_reported(env, fake, capsys):
     assert len(fake.seen("POST")) == 1
 
 
+def test_a_gateway_error_while_renting_is_not_retried(env, fake, capsys):
+    fake.inject("PUT", r"/api/v0/asks/\d+/", Reply(504, {"success": False, "error": "timeout", "msg": "Gateway Timeout"}), times=3)
+    code, _, err = run(capsys, "launch", "9001", "--yes", *FAST)
+    assert code == 1
+    assert "Vast answered 504 while renting offer 9001; the instance may have been created anyway" in err
+    assert "reranker vast list" in err
+    assert len(fake.seen("PUT")) == 1  # a retry could rent a second instance
+
+
 def test_unreachable_api(env, capsys, monkeypatch):
     monkeypatch.setenv("VAST_URL", "http://127.0.0.1:9")  # discard port: nothing listens
     code, _, err = run(capsys, "list")
@@ -426,6 +435,13 @@ def test_list_mentions_recorded_instances_that_are_gone(env, fake, capsys):
     assert code == 0, err
     instance_id = json.loads(out)["id"]
     assert fake.seen("GET", f"/api/v0/instances/{instance_id}/") == []  # --no-wait: no polling
+    code, out, err = run(capsys, "status", str(instance_id))  # polls: created, then loading
+    code, out, err = run(capsys, "status", str(instance_id))
+    assert code == 0 and "loading" in out and "endpoint" not in out
+    code, out, err = run(capsys, "status", str(instance_id), "--json")
+    assert json.loads(out)["health"] == "loading"  # the stand-in's first answer
+    assert records(env)[str(instance_id)]["url"] == json.loads(out)["url"]  # the record learns its endpoint
+    assert json.loads(out)["url"].startswith("http://127.0.0.1:")
     fake.instances.clear()
     code, out, err = run(capsys, "list")
     assert code == 0 and "no instances" in err and f"no longer on your account (destroyed elsewhere?): {instance_id}" in err
