@@ -476,7 +476,8 @@ def probe_health(base_host: str, port: int, api_key: str, schemes: Sequence[str]
     The gateway answers 503 {"status": "loading", "phase": ...} until vLLM is ready, then 200. With
     ENABLE_HTTPS the instance serves Vast's own certificate, which this machine need not trust.
     """
-    last = Health("unreachable", "no answer yet", schemes[0])
+    failed: Health | None = None  # no HTTP answer at all
+    odd: Health | None = None  # an HTTP answer that is not our gateway's
     for scheme in schemes:
         url = f"{scheme}://{base_host}:{port}/health"
         try:
@@ -486,22 +487,22 @@ def probe_health(base_host: str, port: int, api_key: str, schemes: Sequence[str]
                     url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout, verify=False
                 )
         except requests.RequestException as exc:
-            last = Health("unreachable", type(exc).__name__, scheme)
+            failed = failed or Health("unreachable", type(exc).__name__, scheme)
             continue
         try:
             body = response.json()
         except ValueError:
             body = {}
         body = body if isinstance(body, dict) else {}
-        if response.status_code == 200:
-            return Health("ready", "", scheme)
         state = str(body.get("status") or "")
+        if response.status_code == 200 and state == "ready":
+            return Health("ready", "", scheme)
         if state in ("loading", "failed", "down"):
             detail = str(body.get("reason") or body.get("phase") or "")
             return Health(state, detail, scheme)
         # Something answered that is not our gateway yet (Vast's proxy, a plain-HTTP error from TLS).
-        last = Health("unreachable", f"HTTP {response.status_code}", scheme)
-    return last
+        odd = odd or Health("unreachable", f"HTTP {response.status_code}", scheme)
+    return odd or failed or Health("unreachable", "no answer", schemes[0])
 
 
 @dataclass(frozen=True)
@@ -509,6 +510,8 @@ class WaitOptions:
     timeout: float = 1800.0  # image pull + model download can take a while
     poll_interval: float = 5.0
     request_timeout: float = 5.0
+    # The launcher restarts a vLLM that failed to start; only a failure that lasts this long ends the wait.
+    failed_grace: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -533,7 +536,7 @@ def wait_until_ready(
     schemes = ("https", "http") if prefer_https else ("http", "https")
     last_status = last_health = None
     health: Health | None = None
-    view: InstanceView | None = None
+    failed_since: float | None = None
     while True:
         view = show_instance(client, instance_id)
         status_line = f"instance {instance_id}: {view.status}" + (f" ({view.status_msg})" if view.status_msg else "")
@@ -554,7 +557,8 @@ def wait_until_ready(
                 last_health = health.describe()
             if health.state == "ready":
                 return Ready(view, f"{health.scheme}://{view.public_ip}:{view.gateway_port}")
-            if health.state == "failed":
+            failed_since = (failed_since or clock()) if health.state == "failed" else None
+            if failed_since is not None and clock() - failed_since >= options.failed_grace:
                 raise InstanceFailed(
                     f"instance {instance_id}: vLLM failed to start ({health.detail or 'no reason given'}); "
                     f"{logs_hint(instance_id)}; remove it with `reranker vast destroy {instance_id}`"

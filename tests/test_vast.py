@@ -20,6 +20,7 @@ import pytest
 
 from fake_vast import API_KEY, USER_ID, FakeGateway, FakeVast, Reply
 
+from reranker_template import vast
 from reranker_template.cli import main
 from reranker_template.modelinfo import inspect_model
 from reranker_template.parallel import required_gpu_memory_gib
@@ -266,10 +267,30 @@ def test_launch_reports_an_exited_instance(env, fake, capsys):
     assert records(env)["30000001"]["url"] is None  # the key is kept: the instance still exists
 
 
-def test_launch_reports_failed_vllm(env, fake, gateway, capsys):
-    gateway.script = [(503, {"status": "failed", "phase": "failed", "reason": "CUDA out of memory"})]
+def test_wait_ends_when_vllm_keeps_failing(env, fake, gateway):
+    gateway.script = [
+        (503, {"status": "failed", "phase": "failed", "reason": "restarting"}),  # a failure the launcher recovers from
+        (503, {"status": "loading", "phase": "starting"}),
+        (503, {"status": "failed", "phase": "failed", "reason": "CUDA out of memory"}),
+    ]
+    client = vast.make_client(env)
+    instance_id = vast.create_instance(client, 9001, vast.LaunchSpec(api_key="k"))
+    lines: list[str] = []
+    now = [0.0]
+    options = vast.WaitOptions(timeout=1000, poll_interval=10, failed_grace=60)
+    with pytest.raises(vast.InstanceFailed) as failure:
+        vast.wait_until_ready(client, instance_id, "k", options=options, report=lines.append,
+                              clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert str(failure.value).startswith(f"instance {instance_id}: vLLM failed to start (CUDA out of memory); see its logs")
+    assert lines[-3:] == ["/health: failed (restarting)", "/health: loading (starting)", "/health: failed (CUDA out of memory)"]
+    # Polls every 10 s: created, loading, running + failed (t=20), loading (t=30), failed from t=40 for 60 s.
+    assert now[0] == 100.0
+
+
+def test_a_200_that_is_not_the_gateway_is_not_ready(env, fake, gateway, capsys):
+    gateway.script = [(200, {"hello": "proxy"}), (200, {"status": "ready"})]
     code, _, err = run(capsys, "launch", "9001", "--yes", *FAST)
-    assert code == 1 and "vLLM failed to start (CUDA out of memory)" in err and "vastai logs" in err
+    assert code == 0 and "/health: unreachable (HTTP 200)" in err and "/health: ready" in err
 
 
 def test_launch_gives_up_after_the_timeout(env, fake, gateway, capsys):
