@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -431,6 +432,10 @@ def _add_offer_filters(parser: argparse.ArgumentParser, model_default: str) -> N
     parser.add_argument("--disk", type=_positive_float, default=vast.DEFAULT_DISK_GB, metavar="GB", help="disk to rent (default: %(default)g GB)")
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 100)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     model_default = _default_model(os.environ)
@@ -440,8 +445,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "template", help="create or update the Vast template in your account", formatter_class=formatter,
-        description="Create the template (image, port 8000, Open button, settings, readme, offer filters) in your "
-        "Vast account, or update your existing one with the same name.",
+        description=_wrap("Create the template (image, port 8000, Open button, settings, readme, offer filters) in your "
+        "Vast account, or update your existing one with the same name."),
         epilog="examples:\n  reranker vast template --dry-run          # the template body as JSON, no API call\n"
         "  reranker vast template --write template.json   # regenerate the repo's template.json\n"
         "  reranker vast template --public           # publish it for everyone\n",
@@ -453,8 +458,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "search", help="find offers that fit the model, cheapest first", formatter_class=formatter,
-        description="Offers that fit the model: per-GPU memory from its size, compute capability >= 7.5, verified, "
-        "rentable, static IP, a direct port, reliability >= 0.95; cheapest first.",
+        description=_wrap("Offers that fit the model: per-GPU memory from its size, compute capability >= 7.5, verified, "
+        "rentable, static IP, a direct port, reliability >= 0.95; cheapest first."),
         epilog="examples:\n  reranker vast search\n  reranker vast search --model Qwen/Qwen3-Reranker-4B --max-price 0.5\n"
         "  reranker vast search --gpus 2 --min-gpu-ram 24 --json\n",
     )
@@ -465,9 +470,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "launch", help="rent an offer, wait until the endpoint is ready, print URL and key", formatter_class=formatter,
-        description="Rent an offer with our image and a freshly generated API key, wait until the instance runs and "
+        description=_wrap("Rent an offer with our image and a freshly generated API key, wait until the instance runs and "
         "its /health says ready, then print the endpoint, the key, a curl example and the SSH tunnel. "
-        "Ctrl-C while waiting asks whether to destroy the instance.",
+        "Ctrl-C while waiting asks whether to destroy the instance."),
         epilog="examples:\n  reranker vast launch --cheapest\n"
         "  reranker vast launch 1234567 --model BAAI/bge-reranker-v2-m3 --yes\n"
         "  reranker vast launch --cheapest --max-price 0.4 --env HF_TOKEN=$HF_TOKEN --json --yes\n",
@@ -475,7 +480,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("offer_id", nargs="?", type=int, metavar="OFFER_ID", help="an offer id from `reranker vast search`")
     p.add_argument("--cheapest", action="store_true", help="rent the cheapest offer that matches the filters")
     _add_offer_filters(p, model_default)
-    p.add_argument("--vllm-args", default="", metavar="ARGS", help="extra vLLM arguments (VLLM_ARGS), e.g. '--max-model-len 8192'")
+    p.add_argument("--vllm-args", default="", metavar="ARGS", help="extra vLLM arguments (VLLM_ARGS), e.g. --vllm-args='--max-model-len 8192' (keep the =)")
     p.add_argument("--no-use-all-gpus", dest="use_all_gpus", action="store_false", help="serve on one GPU only (USE_ALL_GPUS=false)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="more environment for the instance (repeatable), e.g. HF_TOKEN=...")
     p.add_argument("--https", action="store_true", help="serve HTTPS with Vast's instance certificate (ENABLE_HTTPS=true)")

@@ -155,7 +155,7 @@ def test_launch_waits_until_ready_and_records_the_endpoint(env, fake, gateway, c
         (200, {"status": "ready"}),
     ]
     code, out, err = run(
-        capsys, "launch", "9001", "--model", "BAAI/bge-reranker-v2-m3", "--vllm-args", "--max-model-len 4096",
+        capsys, "launch", "9001", "--model", "BAAI/bge-reranker-v2-m3", "--vllm-args=--max-model-len 4096",
         "--label", "rerank-prod", "--yes", "--json", *FAST,
     )
     assert code == 0, err
