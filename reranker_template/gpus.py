@@ -94,7 +94,7 @@ def parse_p2p_matrix(output: str) -> dict[int, tuple[int, ...]]:
             continue
         if columns and re.fullmatch(r"GPU\d+", cells[0]) and len(cells) - 1 == len(columns):
             row = int(cells[0][3:])
-            peers[row] = tuple(col for col, status in zip(columns, cells[1:]) if status == "OK")
+            peers[row] = tuple(col for col, status in zip(columns, cells[1:], strict=True) if status == "OK")
     return peers
 
 

@@ -302,7 +302,7 @@ def _auto(facts: _Facts) -> tuple[int, int, list[str]]:
     return tp, dp, reasons
 
 
-def _gpu_flags(used: tuple[Gpu, ...], tp: int, user: UserArgs) -> tuple[list[Flag], list[str]]:
+def _gpu_flags(used: tuple[Gpu, ...], tp: int) -> tuple[list[Flag], list[str]]:
     flags: list[Flag] = []
     reasons: list[str] = []
     old = [g for g in used if 0 < g.compute_capability < BF16_MIN_CAPABILITY]
@@ -343,7 +343,7 @@ def plan_layout(settings: Settings, gpus: tuple[Gpu, ...], model: ModelInfo, use
 
     pipeline = (user.int_value("--pipeline-parallel-size") or 1) if user_set else 1
     used = gpus[: tp * dp * pipeline]
-    flags, gpu_reasons = _gpu_flags(used, tp, user)
+    flags, gpu_reasons = _gpu_flags(used, tp)
     reasons.extend(gpu_reasons)
     if not user_set:
         if tp > 1:
