@@ -239,23 +239,32 @@ def inspect_cache(model: str, env: Mapping[str, str] | None = None) -> ModelInfo
     return _from_dir(model, "cache", Path(config_path).parent)
 
 
-def inspect_hub(model: str, token: str | None = None, timeout: float = 10.0) -> ModelInfo:
-    """config.json and file sizes from the hub, without downloading weights."""
+def inspect_hub(model: str, token: str | None = None, timeout: float = 10.0, env: Mapping[str, str] | None = None) -> ModelInfo:
+    """config.json and file sizes from the hub, without downloading weights.
+
+    The endpoint (HF_ENDPOINT) and the cache are taken from `env`, not from the environment
+    huggingface_hub saw when it was imported.
+    """
+    env = os.environ if env is None else env
+    endpoint = env.get("HF_ENDPOINT") or None
+    cache_dir = str(hub_cache_dir(env))
     try:
         from huggingface_hub import HfApi, hf_hub_download
         from huggingface_hub.utils import HfHubHTTPError
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         return ModelInfo(name=model, source="unknown", note="huggingface_hub is not installed")
+
+    def download(filename: str) -> dict[str, Any]:
+        path = hf_hub_download(model, filename, token=token, etag_timeout=timeout, endpoint=endpoint, cache_dir=cache_dir)
+        return _read_json(Path(path))
+
     try:
-        api = HfApi(token=token)
-        info = api.model_info(model, files_metadata=True, timeout=timeout)
+        info = HfApi(endpoint=endpoint, token=token).model_info(model, files_metadata=True, timeout=timeout)
         sizes = {s.rfilename: (s.size or 0) for s in (info.siblings or [])}
         safetensors = sum(v for k, v in sizes.items() if k.endswith(".safetensors"))
         weights = safetensors or sum(v for k, v in sizes.items() if k.endswith(WEIGHT_SUFFIXES)) or None
-        config = _read_json(Path(hf_hub_download(model, "config.json", token=token, etag_timeout=timeout)))
-        tokenizer_config: dict[str, Any] = {}
-        if "tokenizer_config.json" in sizes:
-            tokenizer_config = _read_json(Path(hf_hub_download(model, "tokenizer_config.json", token=token, etag_timeout=timeout)))
+        config = download("config.json")
+        tokenizer_config = download("tokenizer_config.json") if "tokenizer_config.json" in sizes else {}
         return ModelInfo(
             name=model,
             source="hub",
@@ -283,7 +292,7 @@ def inspect_model(model: str, *, is_local: bool, token: str | None = None, env: 
         if cached is not None:
             return _with_estimate(replace(cached, note=f"{model}: only config.json is in the Hugging Face cache and HF_HUB_OFFLINE is set: weight size estimated from its shapes"))
         return ModelInfo(name=model, source="unknown", note=f"{model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: size and shape unknown, planning conservatively")
-    hub = inspect_hub(model, token=token)
+    hub = inspect_hub(model, token=token, env=env)
     if hub.known:
         return _with_estimate(hub)
     if cached is not None:

@@ -508,3 +508,122 @@ def test_reranker_plan_command(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("reranker: PARALLEL_MODE=dp") and result.stderr.count("\n") == 1
+
+
+class FakeHub:
+    """The Hugging Face hub's metadata API on loopback (the real hub is unreachable here).
+
+    It serves /api/models/<repo> (file listing with sizes) and /<repo>/resolve/<rev>/<file> for the small
+    JSON files, and records every path asked for, so a test can check no weight file was fetched.
+    """
+
+    def __init__(self, models: list[str]) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        self.repos = {repo_id(m): MODELS / MODEL_DIRS[m] for m in models}
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self.answer(body=False)
+
+            def do_GET(self) -> None:
+                self.answer(body=True)
+
+            def answer(self, body: bool) -> None:
+                hub.requests.append(f"{self.command} {self.path}")
+                path = self.path.split("?", 1)[0]
+                status, headers, payload = hub.route(path)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(payload)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    REVISION = "fedcba9876543210fedcba9876543210fedcba98"
+
+    def route(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        for repo, directory in self.repos.items():
+            facts = json.loads((directory / "files.json").read_text())
+            small = {p.name: p.read_bytes() for p in directory.glob("*.json") if p.name != "files.json"}
+            if path in (f"/api/models/{repo}", f"/api/models/{repo}/revision/main"):
+                siblings = [{"rfilename": name, "size": len(data)} for name, data in small.items()]
+                siblings += [{"rfilename": name, "size": size, "lfs": {"size": size, "sha256": "0" * 64, "pointerSize": 134}} for name, size in facts["files"].items()]
+                info = {"id": repo, "modelId": repo, "sha": self.REVISION, "private": False, "siblings": siblings}
+                return 200, {"Content-Type": "application/json"}, json.dumps(info).encode()
+            prefix = f"/{repo}/resolve/"
+            if path.startswith(prefix):
+                name = path[len(prefix) :].split("/", 1)[1]
+                if name in small:
+                    data = small[name]
+                    etag = f'"{abs(hash(data)):x}"'
+                    return 200, {"X-Repo-Commit": self.REVISION, "ETag": etag, "Content-Type": "application/json"}, data
+        return 404, {"X-Error-Code": "EntryNotFound"}, b'{"error": "not found"}'
+
+    def __enter__(self) -> "FakeHub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_reranker_plan_reads_hub_metadata_without_downloading_weights(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    install_fake_nvidia_smi(bin_dir)
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps(INVENTORIES["8x4090"]))
+    exe = [str(RERANKER)] if RERANKER.exists() else [sys.executable, "-m", "reranker_template.cli"]
+    with FakeHub(["giant", "bge"]) as hub:
+        env = {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(tmp_path / "home"),
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_ENDPOINT": hub.url,
+            "FAKE_NVIDIA_SMI_INVENTORY": str(inventory),
+            "MODEL_NAME": repo_id("giant"),
+        }
+        result = subprocess.run([*exe, "plan", "--json"], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        plan = json.loads(result.stdout)
+        assert plan["model_source"] == "hub"
+        assert (plan["tensor_parallel_size"], plan["data_parallel_size"]) == (4, 2)
+        assert any("hub file sizes" in r for r in plan["reasons"])
+
+        # A single-file float32 checkpoint: its size from the listing, halved because vLLM serves it in 16 bits.
+        result = subprocess.run([*exe, "plan", "--json"], env={**env, "MODEL_NAME": repo_id("bge")}, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        plan = json.loads(result.stdout)
+        assert (plan["tensor_parallel_size"], plan["data_parallel_size"]) == (1, 8)
+        assert any("float32 checkpoint served in 16 bits" in r for r in plan["reasons"])
+
+    assert any("/api/models/" in r for r in hub.requests)
+    assert not any(".safetensors" in r for r in hub.requests if "/resolve/" in r), hub.requests
+    cached = list((tmp_path / "hf" / "hub").rglob("*"))
+    assert any(p.name == "config.json" for p in cached)
+    assert not any(p.name.endswith(".safetensors") for p in cached)
+
+
+def test_unreachable_hub_plans_conservatively(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{closed}", "HF_HUB_CACHE": str(tmp_path / "hub"), "HOME": str(tmp_path)}
+    info = inspect_model("Qwen/Qwen3-Reranker-4B", is_local=False, env=env)
+    assert info.source == "unknown" and not info.known
+    assert "offline?" in info.note and "planning conservatively" in info.note
