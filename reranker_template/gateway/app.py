@@ -16,7 +16,6 @@ from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
-from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -117,20 +116,6 @@ async def limited(stream: aiohttp.StreamReader, limit: int) -> AsyncIterator[byt
         if seen > limit:
             raise BodyTooLarge()
         yield chunk
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request, with token values redacted from the URL."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %s %.1f ms',
-            request.remote,
-            request.method,
-            auth.redact(request.path_qs),
-            response.status,
-            time * 1000,
-        )
 
 
 class Gateway:

@@ -7,19 +7,21 @@ print) are small pure functions so they are tested without starting anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import AsyncIterator, Mapping, TextIO
 
 from aiohttp import web
 
 from ..config import Settings
 from ..paths import Paths
 from . import auth
-from .app import AccessLogger, GatewayConfig, build_app
+from .accesslog import AccessLines, access_logger_class
+from .app import GatewayConfig, build_app
 
 log = logging.getLogger("reranker.gateway")
 LOG_FORMAT = "%(asctime)s gateway %(levelname)s %(message)s"
@@ -32,17 +34,31 @@ AUTH_OFF_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
 
 
-def setup_logging(log_file: Path) -> None:
-    """Log lines go to stdout (what Vast's log view and supervisord show) and to the gateway's log file."""
+def setup_logging(log_file: Path) -> list[TextIO]:
+    """Log lines go to stdout (what Vast's log view and supervisord show) and to the gateway's log file.
+    Returns both streams, for the access log (which writes to them in batches)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter(LOG_FORMAT)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(log_file, encoding="utf-8")):
+    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    for handler in (logging.StreamHandler(sys.stdout), file_handler):
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+    return [sys.stdout, file_handler.stream]
+
+
+def add_access_log(app: web.Application, lines: AccessLines) -> None:
+    async def flusher(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(lines.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(flusher)
 
 
 def public_base_url(settings: Settings, env: Mapping[str, str]) -> str:
@@ -85,7 +101,7 @@ def announce(settings: Settings, env: Mapping[str, str], generated_token: str | 
 
 def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
-    setup_logging(paths.log_file("gateway"))
+    lines = AccessLines(setup_logging(paths.log_file("gateway")))
     tokens, generated = effective_tokens(settings, paths) if settings.enable_auth else (settings.tokens, False)
     ssl_context: ssl.SSLContext | None = None
     if settings.enable_https:
@@ -94,6 +110,7 @@ def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) 
         ssl_context, _ = server_context(settings, paths.state_dir, env)
     config = GatewayConfig(settings=settings, paths=paths, tokens=tokens, env=env, https=ssl_context is not None)
     app = build_app(config)
+    add_access_log(app, lines)
     log.info(
         "gateway on %s:%d -> vLLM on 127.0.0.1:%d (auth %s, %s, max request %d bytes)",
         settings.gateway_host, settings.gateway_port, settings.vllm_port,
@@ -113,8 +130,8 @@ def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) 
             host=settings.gateway_host,
             port=settings.gateway_port,
             ssl_context=ssl_context,
-            access_log_class=AccessLogger,
-            access_log=logging.getLogger("reranker.gateway.access"),
+            access_log_class=access_logger_class(lines),
+            access_log=logging.getLogger("reranker.gateway.access"),  # unused by our class, but must be set
             print=None,
             backlog=1024,
             shutdown_timeout=5,
