@@ -117,7 +117,7 @@ def _gpus_html(plan: Mapping[str, Any]) -> str:
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
                 html.escape(str(gpu.get("index", ""))),
                 html.escape(str(gpu.get("name", "unknown"))),
-                f"{memory / 1024:.0f} GiB" if memory else "?",
+                f"{memory / 1024:.1f} GiB" if memory else "?",
                 html.escape(str(gpu.get("compute_capability") or "?")),
             )
         )

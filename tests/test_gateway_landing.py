@@ -1,0 +1,101 @@
+"""Landing page and TLS choices without a browser: what the page says, that it escapes what it shows,
+ships its assets, and which certificate HTTPS uses."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from reranker_template.config import ConfigError, load_settings
+from reranker_template.gateway import landing, tls
+from gateway_upstream import FakeUpstream, GatewayProcess, start_gateway
+
+TOKEN = "landing-token"
+PLAN = {
+    "model": "BAAI/bge-reranker-v2-m3", "served_model_name": "bge<script>", "preset": "bge", "device": "cuda",
+    "gpu_count": 2, "tensor_parallel_size": 1, "data_parallel_size": 2,
+    "vllm_command": ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "BAAI/bge-reranker-v2-m3"],
+    "gateway_port": 8000, "vllm_port": 18000, "reasons": ["2 GPUs: data parallel <fast>"],
+    "gpus": [{"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-1"},
+             {"index": 1, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-2"}],
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    tmp = tmp_path_factory.mktemp("gw-landing")
+    (tmp / "state").mkdir()
+    (tmp / "state" / "plan.json").write_text(json.dumps(PLAN))
+    gw = start_gateway(tmp, {"API_KEYS": TOKEN, "PUBLIC_IPADDR": "203.0.113.9", "VAST_TCP_PORT_22": "40022"})
+    upstream = FakeUpstream(gw.vllm_port).start()
+    gw.wait_status("ready")
+    yield gw
+    gw.stop()
+    upstream.stop()
+
+
+def test_landing_page_content_and_headers(gateway: GatewayProcess) -> None:
+    page = requests.get(gateway.url + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert page.status_code == 200
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert page.headers["Cache-Control"] == "no-store"  # it shows the token
+    html = page.text
+    assert "bge&lt;script&gt;" in html and "bge<script>" not in html  # escaped everywhere
+    assert "NVIDIA L4" in html and "22.5 GiB" in html and "Data parallel" in html
+    assert "data parallel &lt;fast&gt;" in html
+    assert f"Bearer {TOKEN}" in html and gateway.url in html
+    assert "ssh -p 40022 root@203.0.113.9 -N -L" in html
+    assert 'href="/docs"' in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # no external resources: works offline
+
+
+def test_static_assets_are_shipped_and_public(gateway: GatewayProcess) -> None:
+    for name, kind in (("landing.js", "text/javascript"), ("landing.css", "text/css")):
+        response = requests.get(f"{gateway.url}/_gateway/static/{name}", timeout=5)
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith(kind)
+        assert response.content == landing.static_file(name)
+    assert requests.get(f"{gateway.url}/_gateway/static/../app.py", timeout=5).status_code in (401, 404)
+    assert requests.get(f"{gateway.url}/_gateway/static/nope.js", timeout=5).status_code == 404
+
+
+def test_examples_are_valid_code() -> None:
+    base, model = "http://1.2.3.4:5678", 'we"ird'
+    python = landing.python_example(base, TOKEN, model)
+    compile(python, "example", "exec")
+    compile(landing.cohere_example(base, TOKEN, model), "example", "exec")
+    curl = shlex.split(landing.curl_example(base, TOKEN, model).replace("\\\n", " "))
+    body = json.loads(curl[curl.index("-d") + 1])
+    assert body["model"] == model and f"Authorization: Bearer {TOKEN}" in curl
+    assert "Authorization" not in landing.curl_example(base, None, model)
+
+
+def test_examples_run_against_a_loopback_upstream(gateway: GatewayProcess) -> None:
+    """The page's curl example, as printed, works against the gateway (here with a stand-in upstream)."""
+    command = landing.curl_example(gateway.url, TOKEN, "test-model")
+    result = subprocess.run(["bash", "-c", command + " -sS --fail-with-body"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["results"]) == 2
+
+
+def test_tls_choice(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    vast_cert, vast_key = tmp_path / "instance.crt", tmp_path / "instance.key"
+    settings = load_settings({"ENABLE_HTTPS": "true"})
+    assert tls.choose_tls_files(settings, state, vast_cert, vast_key).origin == "self-signed"
+    tls.generate_self_signed(vast_cert, vast_key, ["localhost", "127.0.0.1"])
+    assert tls.choose_tls_files(settings, state, vast_cert, vast_key).origin == "vast"
+    only_cert = load_settings({"ENABLE_HTTPS": "true", "TLS_CERT_FILE": str(vast_cert)})
+    with pytest.raises(ConfigError, match="TLS_KEY_FILE"):
+        tls.choose_tls_files(only_cert, state, vast_cert, vast_key)
+    missing = load_settings({"TLS_CERT_FILE": str(tmp_path / "nope.crt"), "TLS_KEY_FILE": str(vast_key)})
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE"):
+        tls.choose_tls_files(missing, state, vast_cert, vast_key)
+    assert len(tls.fingerprint(vast_cert).split(":")) == 32
