@@ -67,6 +67,14 @@ class ModelInfo:
         return None
 
     @property
+    def sentence_transformers_max_seq_length(self) -> int | None:
+        """max_seq_length from sentence_bert_config.json beside the weights: vLLM caps the model's length at it,
+        and refuses a larger --max-model-len (all-MiniLM-L6-v2: 256, although its config says 512)."""
+        if not self.local_dir:
+            return None
+        return _int_or_none(_read_json(Path(self.local_dir) / "sentence_bert_config.json").get("max_seq_length"))
+
+    @property
     def num_attention_heads(self) -> int | None:
         return self._text_int("num_attention_heads")
 
