@@ -1,0 +1,89 @@
+"""Model files before vLLM starts: download with progress, clear failures within the deadline."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_hub import FakeHub
+from stack_runner import http_get, minilm_dir, start_stack
+
+REPO = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
+    return {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+
+def run_fetch(env: dict[str, str], model: str, deadline: float, offline: bool = False) -> subprocess.CompletedProcess[str]:
+    """fetch_hub_model in a fresh interpreter: huggingface_hub reads HF_ENDPOINT/HF_HOME at import."""
+    code = (
+        "import sys; from reranker_template.download import fetch_hub_model, ModelUnavailable\n"
+        "try:\n"
+        f"    files = fetch_hub_model({model!r}, None, deadline_seconds={deadline}, offline={offline})\n"
+        "    print('PATH=' + files.path)\n"
+        "except ModelUnavailable as exc:\n"
+        "    print('UNAVAILABLE: ' + str(exc)); sys.exit(3)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=deadline + 60)
+
+
+def test_hub_model_is_downloaded_with_progress_then_found_offline(tmp_path: Path) -> None:
+    with FakeHub({REPO: minilm_dir()}) as hub:
+        result = run_fetch(hub_env(tmp_path, hub.url), REPO, deadline=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"[download] downloading {REPO}" in result.stdout
+        path = Path(result.stdout.split("PATH=")[1].strip())
+        assert (path / "config.json").read_bytes() == (minilm_dir() / "config.json").read_bytes()
+        assert (path / "model.safetensors").stat().st_size == (minilm_dir() / "model.safetensors").stat().st_size
+    # The hub is gone now: the cached copy is used, with HF_HUB_OFFLINE or without it.
+    again = run_fetch(hub_env(tmp_path, hub.url), REPO, deadline=6)
+    assert again.returncode == 0 and "using the cached copy" in again.stdout, again.stdout + again.stderr
+    offline = run_fetch(hub_env(tmp_path, hub.url), REPO, deadline=6, offline=True)
+    assert offline.returncode == 0 and "using the cached copy" in offline.stdout
+
+
+def test_unknown_repository_says_check_model_name(tmp_path: Path) -> None:
+    with FakeHub({REPO: minilm_dir()}) as hub:
+        result = run_fetch(hub_env(tmp_path, hub.url), "nobody/no-such-model", deadline=30)
+    assert result.returncode == 3
+    assert "does not exist on the Hugging Face hub" in result.stdout and "Check MODEL_NAME" in result.stdout
+
+
+def test_no_network_fails_within_the_deadline_with_advice(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # nothing listens here once the socket closes
+    started = time.monotonic()
+    result = run_fetch(hub_env(tmp_path, f"http://127.0.0.1:{closed}"), REPO, deadline=8)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "cannot reach the Hugging Face hub" in result.stdout
+    assert "MODEL_NAME=/path/to/model" in result.stdout and "pre-download" in result.stdout
+    assert elapsed < 8 + 30
+
+
+@pytest.mark.vllm
+def test_uncached_model_while_offline_ends_fatal_quickly_with_the_reason(tmp_path: Path) -> None:
+    """The launcher's preflight failure: no vLLM start, no retry loop, the reason in /health."""
+    stack = start_stack(tmp_path, "nobody/not-cached-anywhere", wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        status = ""
+        while time.monotonic() < deadline and "FATAL" not in status:
+            time.sleep(1)
+            status = stack.supervisorctl("status", "vllm")
+        assert "FATAL" in status, stack.log_text()[-3000:]
+        code, body = http_get(stack.gateway_url + "/health")
+        health = json.loads(body)
+        assert code == 503 and health["status"] == "failed"
+        assert "not in the Hugging Face cache and HF_HUB_OFFLINE is set" in health["reason"]
+        assert "starting vLLM" not in stack.log_text()
+    finally:
+        stack.stop()
