@@ -35,17 +35,21 @@ stop_timeout=${STOP_TIMEOUT:-60}
 say() { printf '%s\n' "start_rerank: $*"; }
 fail() { printf '%s\n' "start_rerank: $*" >&2; exit 1; }
 
+# Is this process alive? (An exited process nobody has reaped yet, a zombie, is not.)
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    [ -r "/proc/$1/stat" ] || return 0 # no /proc (macOS): trust kill -0
+    case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) in Z*) return 1 ;; esac
+    return 0
+}
+
 # The pid of our running `reranker serve`, or nothing (a stale pid file is removed).
 running_pid() {
     [ -f "$pid_file" ] || return 1
     pid=$(cat "$pid_file" 2>/dev/null)
     case $pid in '' | *[!0-9]*) rm -f "$pid_file"; return 1 ;; esac
     # Alive and still ours (the pid may have been reused by another program since).
-    if kill -0 "$pid" 2>/dev/null && grep -q reranker "/proc/$pid/cmdline" 2>/dev/null; then
-        printf '%s\n' "$pid"
-        return 0
-    fi
-    if kill -0 "$pid" 2>/dev/null && [ ! -d /proc ]; then # no /proc (macOS): trust kill -0
+    if alive "$pid" && { [ ! -d /proc ] || grep -q reranker "/proc/$pid/cmdline" 2>/dev/null; }; then
         printf '%s\n' "$pid"
         return 0
     fi
@@ -75,7 +79,7 @@ do_start() {
     # Settings mistakes make `reranker serve` exit at once; otherwise wait until the gateway answers.
     waited=0
     while :; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             rm -f "$pid_file"
             tail -n 5 "$run_log" >&2
             fail "reranker serve exited at once (see above; full log: $run_log)"
@@ -106,7 +110,7 @@ do_stop() {
     # reranker serve stops supervisord, vLLM and the gateway on SIGTERM, and kills any leftover itself.
     kill -TERM "$pid" 2>/dev/null
     waited=0
-    while kill -0 "$pid" 2>/dev/null; do
+    while alive "$pid"; do
         if [ "$waited" -ge "$stop_timeout" ]; then
             say "still running after $stop_timeout s: killing it and its session"
             kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null

@@ -1,0 +1,219 @@
+"""The Python client, `reranker query` and `reranker health` against the real stack (MiniLM behind the gateway)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from reranker_template.cli_client import Endpoint, read_documents, resolve_endpoint
+from reranker_template.client import Health, NotReadyError, RerankerClient, RerankerError, retry_after_seconds
+from stack_runner import RERANKER, free_port, minilm_dir, start_stack
+
+QUERY = "What are the health benefits of green tea?"
+DOCS = [
+    "Basketball is one of the most popular sports in the United States.",
+    "Green tea contains antioxidants called catechins that may help reduce inflammation.",
+    "The price of coffee has risen by 20% this year.",
+    "Studies show that drinking green tea regularly can improve brain function.",
+]
+TEA = {1, 3}
+
+
+def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "API_KEYS", "OPEN_BUTTON", "WEB_PASSWORD"))}
+    env.update({"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"), "COLUMNS": "200"})
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RERANKER, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+# --- pure parts ----------------------------------------------------------------------------------
+def test_retry_after_is_read_as_seconds_with_a_fallback() -> None:
+    assert retry_after_seconds("10", 1.0) == 10.0
+    assert retry_after_seconds("0.5", 1.0) == 0.5
+    assert retry_after_seconds(None, 2.0) == 2.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 3.0) == 3.0
+    assert retry_after_seconds("-4", 3.0) == 3.0
+
+
+def test_endpoint_comes_from_flags_then_environment_then_the_local_stack(tmp_path: Path) -> None:
+    state = tmp_path / "state" / "reranker"
+    state.mkdir(parents=True)
+    (state / "token").write_text("generated-token\n")
+    env = client_env(tmp_path, GATEWAY_PORT="8123")
+    assert resolve_endpoint(None, None, env) == Endpoint("http://127.0.0.1:8123", "generated-token", verify=True)
+    assert resolve_endpoint("http://h:1/", "t", env) == Endpoint("http://h:1", "t", verify=True)
+    # Another host gets no local token by accident; the local URL spelled out does.
+    assert resolve_endpoint("http://h:1", None, env).token is None
+    assert resolve_endpoint("http://127.0.0.1:8123", None, env).token == "generated-token"
+    env.update(RERANKER_URL="http://remote:9", RERANKER_TOKEN="env-token")
+    assert resolve_endpoint(None, None, env) == Endpoint("http://remote:9", "env-token", verify=True)
+    assert resolve_endpoint("http://flag:2", "flag-token", env) == Endpoint("http://flag:2", "flag-token", verify=True)
+    # A configured token wins over the generated file, as for the gateway itself.
+    configured = client_env(tmp_path, API_KEYS="configured")
+    assert resolve_endpoint(None, None, configured).token == "configured"
+
+
+def test_documents_from_a_file_skip_blank_lines(tmp_path: Path) -> None:
+    docs = tmp_path / "docs.txt"
+    docs.write_text("first\n\n  second  \n")
+    assert read_documents([], str(docs), stdin_is_tty=True) == ["first", "second"]
+    assert read_documents(["a", "b"], str(docs), stdin_is_tty=True) == ["a", "b"]
+    assert read_documents([], None, stdin_is_tty=True) == []
+
+
+def test_nothing_listening_is_an_error_without_status_after_the_retry_budget() -> None:
+    client = RerankerClient(f"http://127.0.0.1:{free_port()}", "t", retry_for=1.0)
+    started = time.monotonic()
+    with pytest.raises(RerankerError) as caught:
+        client.rerank("q", ["d"])
+    assert caught.value.status is None and "connection refused" in caught.value.message
+    assert 0.4 < time.monotonic() - started < 5  # it did retry, and it did give up
+    with pytest.raises(RerankerError):
+        client.health()
+
+
+# --- against the real stack ----------------------------------------------------------------------
+@pytest.mark.vllm
+def test_rerank_ranks_real_documents_best_first(minilm_stack) -> None:
+    with RerankerClient(minilm_stack.gateway_url, minilm_stack.token) as client:
+        result = client.rerank(QUERY, DOCS)
+        assert result.model == "minilm"
+        assert {hit.index for hit in result.results[:2]} == TEA
+        assert [hit.relevance_score for hit in result.results] == sorted((hit.relevance_score for hit in result.results), reverse=True)
+        assert all(hit.document == DOCS[hit.index] for hit in result.results)
+        assert result.total_tokens and result.total_tokens > 0
+
+        top = client.rerank(QUERY, DOCS, top_n=2, return_documents=False)
+        assert [hit.index for hit in top.results] == [hit.index for hit in result.results[:2]]
+        assert all(hit.document is None for hit in top.results)
+
+        scores = client.score(QUERY, DOCS)
+        assert len(scores.scores) == len(DOCS)
+        by_index = {hit.index: hit.relevance_score for hit in result.results}
+        assert scores.scores == pytest.approx([by_index[i] for i in range(len(DOCS))], abs=1e-4)
+        pairwise = client.score([QUERY, QUERY], [DOCS[1], DOCS[0]])
+        assert pairwise.scores[0] > pairwise.scores[1]
+
+
+@pytest.mark.vllm
+def test_models_and_health(minilm_stack) -> None:
+    client = RerankerClient(minilm_stack.gateway_url, minilm_stack.token)
+    assert [card.id for card in client.models()] == ["minilm"]
+    assert client.served_model() == "minilm"
+    health = client.health()
+    assert isinstance(health, Health) and health.ready and health.status == "ready"
+    assert client.wait_until_ready(timeout=5).ready
+
+
+@pytest.mark.vllm
+def test_errors_carry_the_servers_message_and_status(minilm_stack) -> None:
+    wrong = RerankerClient(minilm_stack.gateway_url, "not-the-token")
+    with pytest.raises(RerankerError) as caught:
+        wrong.rerank(QUERY, DOCS)
+    assert caught.value.status == 401
+
+    client = RerankerClient(minilm_stack.gateway_url, minilm_stack.token, model="no-such-model")
+    with pytest.raises(RerankerError) as caught:
+        client.rerank(QUERY, DOCS)
+    assert caught.value.status == 404
+    assert "no-such-model" in caught.value.message  # vLLM's own words, passed through
+    assert str(caught.value).startswith("HTTP 404: ")
+
+
+@pytest.mark.vllm
+def test_the_official_cohere_client_reranks_through_the_gateway(minilm_stack) -> None:
+    """Seed 001's example, host/port/token aside."""
+    import cohere
+
+    co = cohere.ClientV2(minilm_stack.token, base_url=minilm_stack.gateway_url)
+    result = co.rerank(model="minilm", query=QUERY, documents=DOCS)
+    assert {doc.index for doc in result.results[:2]} == TEA
+    assert result.results[0].document.text == DOCS[result.results[0].index]
+    assert result.results[0].relevance_score >= result.results[-1].relevance_score
+
+
+@pytest.mark.vllm
+def test_query_command_prints_a_ranked_table_and_json(minilm_stack, tmp_path: Path) -> None:
+    env = client_env(tmp_path, RERANKER_URL=minilm_stack.gateway_url, RERANKER_TOKEN=minilm_stack.token)
+    table = run_cli(["query", QUERY, *DOCS], env)
+    assert table.returncode == 0, table.stderr
+    lines = [line for line in table.stdout.splitlines() if "green tea" in line.lower() or "basketball" in line.lower()]
+    assert "Green tea" in lines[0] or "green tea" in lines[0]  # best first
+    assert "rank" in table.stdout and "score" in table.stdout and "index" in table.stdout
+
+    as_json = run_cli(["query", QUERY, "--json", "--top-n", "2"], env, stdin="\n".join(DOCS) + "\n")
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["model"] == "minilm"
+    assert [row["rank"] for row in report["results"]] == [1, 2]
+    assert {row["index"] for row in report["results"]} == TEA
+    assert all(row["document"] == DOCS[row["index"]] for row in report["results"])
+
+    docs_file = tmp_path / "docs.txt"
+    docs_file.write_text("\n".join(DOCS))
+    from_file = run_cli(["query", QUERY, "--file", str(docs_file), "--json", "--url", minilm_stack.gateway_url, "--token", minilm_stack.token], client_env(tmp_path))
+    assert json.loads(from_file.stdout)["results"] == json.loads(run_cli(["query", QUERY, "--json", *DOCS], env).stdout)["results"]
+
+
+@pytest.mark.vllm
+def test_query_command_explains_a_bad_token_and_a_missing_server(minilm_stack, tmp_path: Path) -> None:
+    bad = run_cli(["query", QUERY, "doc", "--url", minilm_stack.gateway_url, "--token", "nope"], client_env(tmp_path))
+    assert bad.returncode == 1
+    assert "401" in bad.stderr and "--token" in bad.stderr and "Traceback" not in bad.stderr
+
+    nobody = run_cli(["query", QUERY, "doc", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t", "--wait", "0"], client_env(tmp_path))
+    assert nobody.returncode == 1
+    assert "connection refused" in nobody.stderr and "Traceback" not in nobody.stderr
+
+    no_docs = run_cli(["query", QUERY], client_env(tmp_path), stdin="")
+    assert no_docs.returncode == 1 and "no documents" in no_docs.stderr
+
+
+@pytest.mark.vllm
+def test_health_command(minilm_stack, tmp_path: Path) -> None:
+    ready = run_cli(["health", "--url", minilm_stack.gateway_url], client_env(tmp_path))
+    assert ready.returncode == 0 and "ready" in ready.stdout and "minilm" in ready.stdout
+    down = run_cli(["health", "--url", f"http://127.0.0.1:{free_port()}", "--json"], client_env(tmp_path))
+    assert down.returncode == 1 and json.loads(down.stdout)["status"] == "unreachable"
+
+
+@pytest.mark.vllm
+def test_rerank_waits_through_a_loading_model(tmp_path: Path, vllm_cache_root: Path) -> None:
+    """A call made while the stack starts is retried (connection refused, then 503 + Retry-After) until it succeeds."""
+    stack = start_stack(tmp_path / "stack", str(minilm_dir()), served_name="minilm", wait=False, cache_root=vllm_cache_root)
+    try:
+        client = RerankerClient(stack.gateway_url, stack.token, retry_for=400)
+        # The gateway comes up long before the model: it answers 503 "loading" with Retry-After.
+        deadline = time.monotonic() + 60
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                health = client.health()
+                break
+            except RerankerError:
+                time.sleep(0.2)
+        assert health is not None and not health.ready
+        assert health.status == "loading" and health.retry_after and health.retry_after > 0
+        with pytest.raises(NotReadyError) as caught:
+            client.wait_until_ready(timeout=0.5, poll=0.1)
+        assert "loading" in caught.value.message
+
+        impatient = RerankerClient(stack.gateway_url, stack.token, retry_for=0)
+        with pytest.raises(NotReadyError) as refused:
+            impatient.rerank(QUERY, DOCS)
+        assert refused.value.status == 503 and "loading" in refused.value.message
+
+        result = client.rerank(QUERY, DOCS)  # retried through the 503s until the model is ready
+        assert {hit.index for hit in result.results[:2]} == TEA
+        assert client.wait_until_ready(timeout=5).ready
+    finally:
+        stack.stop()
