@@ -80,7 +80,7 @@ def write_runtime_files(spec: StackSpec) -> Path:
         include_dir="/etc/supervisor/conf.d" if paths.container and Path("/etc/supervisor/conf.d").is_dir() else None,
     )
     paths.supervisor_conf.write_text(render(config))
-    if paths.container:
+    if paths.container and "RERANKER_STATE_DIR" not in os.environ:
         _link_default_supervisor_conf(paths.supervisor_conf)
     return paths.supervisor_conf
 
