@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import ssl
 import stat
 import subprocess
 import sys
