@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .config import ConfigError
 from .flags import PlanError
@@ -31,7 +31,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_stack
+    from . import cli_client, cli_gateway, cli_offline, cli_provision, cli_stack, cli_vast
 
     parser = argparse.ArgumentParser(
         prog="reranker",
@@ -40,18 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = [cli_stack.register]
-    # Other command groups register themselves here (one module per group):
-    for module_name in ("cli_gateway", "cli_provision", "cli_client", "cli_vast", "cli_offline"):
-        try:
-            module = __import__(f"{__package__}.{module_name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{module_name}":
-                raise
-            continue
-        registrars.append(module.register)
-    for register in registrars:
-        register(subparsers)
+    for group in (cli_stack, cli_gateway, cli_provision, cli_client, cli_offline, cli_vast):
+        group.register(subparsers)
     return parser
 
 
