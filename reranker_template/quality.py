@@ -62,6 +62,24 @@ def score_triples(base_url: str, model: str, timeout: float = 30.0) -> dict[int,
     return scores
 
 
+def likely_cause(plan: Mapping[str, Any]) -> str:
+    """The most probable reason for a failed check, from the plan that started vLLM (one sentence)."""
+    argv = [str(a) for a in plan.get("vllm_command") or ()]
+    preset = plan.get("preset")
+    templated = "--chat-template" in argv or any(a.startswith("--chat-template=") for a in argv)
+    if any("is_original_qwen3_reranker" in a or "classifier_from_token" in a for a in argv) and not templated:
+        return ("the score template is missing: this model scores yes/no in its authors' prompt format, and vLLM "
+                "without --chat-template scores the bare text. Remove --hf-overrides from VLLM_ARGS (or RERANKER_PRESET=none) "
+                "so the preset adds both, or pass the template with --chat-template")
+    if preset is None:
+        return ("no preset matched this model (or RERANKER_PRESET=none): if it is a known reranker family, set "
+                "RERANKER_PRESET=<name> (reranker plan lists them); if it is not a reranker, its scores mean little")
+    if preset == "embedding":
+        return "this is an embedding model scored by cosine similarity: for reranking, serve a reranker"
+    return (f"preset {preset!r} may not fit this checkpoint (a wrong RERANKER_PRESET, a fine-tune with another prompt "
+            "format, or a VLLM_ARGS flag that overrides the preset's)")
+
+
 def run_quality_check(settings: Settings, plan: Mapping[str, Any]) -> QualityOutcome:
     if not settings.quality_check:
         return QualityOutcome("skipped", "QUALITY_CHECK=false")
@@ -71,11 +89,11 @@ def run_quality_check(settings: Settings, plan: Mapping[str, Any]) -> QualityOut
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         return QualityOutcome("skipped", f"could not score the known-answer pairs: {exc}")
     if outcome.state == "failed":
-        cause = f"preset {plan.get('preset')!r}" if plan.get("preset") else "no preset matched"
+        cause = likely_cause(plan)
+        outcome = QualityOutcome("failed", f"{outcome.detail}. Likely cause: {cause}")
         print(
-            "[quality] WARNING: relevant documents do NOT outrank irrelevant ones "
-            f"({outcome.detail}). The scores are probably meaningless: {cause}. Likely causes: a missing "
-            "score template (Qwen3-Reranker needs one), a wrong RERANKER_PRESET, or a model that is not a reranker.",
+            "[quality] WARNING: relevant documents do NOT outrank irrelevant ones; the scores are probably "
+            f"meaningless. {outcome.detail}",
             flush=True,
         )
     else:

@@ -1,0 +1,82 @@
+"""The boot-time known-answer check: its verdict, the cause it names, and a run against real vLLM.
+
+The end-to-end "fails without the template, passes with it" pair lives in test_correctness.py, which serves
+the tiny Qwen3-Reranker both ways.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reranker_template.config import load_settings
+from reranker_template.quality import TRIPLES, judge, likely_cause, run_quality_check
+from stack_runner import RunningStack, free_port
+
+N = len(TRIPLES)
+
+
+def scores(right: int) -> dict[int, float]:
+    """The first `right` triples ordered correctly, the rest reversed."""
+    out: dict[int, float] = {}
+    for k in range(N):
+        out[2 * k], out[2 * k + 1] = (0.9, 0.1) if k < right else (0.1, 0.9)
+    return out
+
+
+def test_all_right_passes_and_one_miss_is_tolerated() -> None:
+    assert judge(scores(N)).state == "passed"
+    assert judge(scores(N - 1)).state == "passed"  # an English-only model may miss one language
+
+
+def test_chance_level_fails_and_names_the_wrong_queries() -> None:
+    outcome = judge(scores(N - 3))
+    assert outcome.state == "failed"
+    assert f"{N - 3}/{N}" in outcome.detail and TRIPLES[-1][1] in outcome.detail
+
+
+def test_ties_are_not_a_pass() -> None:
+    """A model that ignores the document (same score for both) must fail, not pass."""
+    assert judge({i: 0.5 for i in range(2 * N)}).state == "failed"
+
+
+def test_the_set_covers_several_languages() -> None:
+    assert {t[0] for t in TRIPLES} >= {"en", "de", "fr", "es", "zh"}
+
+
+@pytest.mark.parametrize(
+    ("plan", "expected"),
+    [
+        ({"preset": None, "vllm_command": ["--runner", "pooling", "--hf-overrides", '{"is_original_qwen3_reranker":true,"classifier_from_token":["no","yes"]}']}, "score template is missing"),
+        ({"preset": None, "vllm_command": ["--model", "x"]}, "RERANKER_PRESET=<name>"),
+        ({"preset": "embedding", "vllm_command": []}, "embedding model"),
+        ({"preset": "qwen3-reranker", "vllm_command": ["--hf-overrides", '{"is_original_qwen3_reranker":true}', "--chat-template", "/t.jinja"]}, "may not fit"),
+    ],
+)
+def test_the_likely_cause_is_named(plan: dict, expected: str) -> None:
+    assert expected in likely_cause(plan)
+
+
+def test_quality_check_false_skips() -> None:
+    outcome = run_quality_check(load_settings({"QUALITY_CHECK": "false"}), {"vllm_port": free_port(), "served_model_name": "m"})
+    assert outcome.state == "skipped" and "QUALITY_CHECK=false" in outcome.detail
+
+
+def test_nothing_listening_is_skipped_not_failed() -> None:
+    outcome = run_quality_check(load_settings({}), {"vllm_port": free_port(), "served_model_name": "m", "preset": None})
+    assert outcome.state == "skipped" and "could not score" in outcome.detail
+
+
+@pytest.mark.vllm
+def test_real_embedding_model_passes(minilm_stack: RunningStack, capsys: pytest.CaptureFixture[str]) -> None:
+    """all-MiniLM-L6-v2 ranks the known answers right (its cosine scores are meaningful), in about a second."""
+    import time
+
+    plan = json.loads((minilm_stack.state_dir / "plan.json").read_text())
+    started = time.monotonic()
+    outcome = run_quality_check(load_settings({}), plan)
+    took = time.monotonic() - started
+    assert outcome.state == "passed", outcome
+    assert took < 5, f"the check took {took:.1f} s"
+    assert "known-answer pairs ranked correctly" in capsys.readouterr().out
