@@ -18,7 +18,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .config import Settings, load_settings
 from .plan import VLLM_MODULE, Plan
+from .truncation import apply_default_truncation, default_truncation
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,21 @@ class OfflineOptions:
     engine_args: Any  # vllm.engine.arg_utils.EngineArgs, exactly as the server would build it
     chat_template: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # the plan's vLLM environment (LD_PRELOAD, presets' variables)
+    # The truncation fields the gateway adds to a request that sets none (truncation.py), so that a long
+    # document is cut here exactly as it is behind the gateway.
+    request_defaults: dict[str, Any] = field(default_factory=dict)
+
+    def score_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for LLM.score(): request-level fields in their offline places."""
+        kwargs: dict[str, Any] = {}
+        if "truncate_prompt_tokens" in self.request_defaults:
+            kwargs["tokenization_kwargs"] = {"truncate_prompt_tokens": self.request_defaults["truncate_prompt_tokens"]}
+        per_side = {k: v for k, v in self.request_defaults.items() if k in ("max_tokens_per_query", "max_tokens_per_doc")}
+        if per_side:
+            from vllm import PoolingParams
+
+            kwargs["pooling_params"] = PoolingParams(extra_kwargs=per_side)
+        return kwargs
 
     def changed(self) -> dict[str, Any]:
         """EngineArgs fields that differ from vLLM's defaults: the part of the plan that matters here."""
@@ -49,7 +66,7 @@ def server_argv(plan: Plan) -> list[str]:
     return command[command.index(VLLM_MODULE) + 1:]
 
 
-def options_from_plan(plan: Plan) -> OfflineOptions:
+def options_from_plan(plan: Plan, settings: Settings | None = None) -> OfflineOptions:
     """Parse the server's command line with vLLM's own server parser, as `vllm serve` would."""
     from vllm.engine.arg_utils import EngineArgs
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
@@ -57,18 +74,26 @@ def options_from_plan(plan: Plan) -> OfflineOptions:
 
     namespace = make_arg_parser(FlexibleArgumentParser()).parse_args(server_argv(plan))
     engine_args = EngineArgs.from_cli_args(namespace)
-    return OfflineOptions(engine_args=engine_args, chat_template=getattr(namespace, "chat_template", None), env=dict(plan.vllm_env))
+    defaults: dict[str, Any] = {}
+    if settings is not None:
+        policy = default_truncation(settings, plan.to_dict())
+        defaults = apply_default_truncation("/v1/score", {}, policy) or {}
+    return OfflineOptions(engine_args=engine_args, chat_template=getattr(namespace, "chat_template", None), env=dict(plan.vllm_env), request_defaults=dict(defaults))
 
 
-def plan_for(model: str | None = None, env: Mapping[str, str] | None = None) -> Plan:
-    """The plan `reranker serve` would run with this environment (MODEL_NAME replaced by `model`)."""
-    from .config import load_settings
+def prepare(model: str | None = None, env: Mapping[str, str] | None = None) -> tuple[Settings, Plan]:
+    """The settings and the plan `reranker serve` would run with this environment (MODEL_NAME replaced by `model`)."""
     from .stack import build_plan
 
     env = dict(os.environ if env is None else env)
     if model:
         env["MODEL_NAME"] = model
-    return build_plan(load_settings(env), env)
+    settings = load_settings(env)
+    return settings, build_plan(settings, env)
+
+
+def plan_for(model: str | None = None, env: Mapping[str, str] | None = None) -> Plan:
+    return prepare(model, env)[1]
 
 
 class OfflineReranker:
@@ -81,20 +106,22 @@ class OfflineReranker:
 
     def __init__(self, model: str | None = None, env: Mapping[str, str] | None = None) -> None:
         from vllm import LLM
+        from vllm.renderers.chat_utils import load_chat_template
 
-        self.plan = plan_for(model, env)
-        self.options = options_from_plan(self.plan)
+        self.settings, self.plan = prepare(model, env)
+        self.options = options_from_plan(self.plan, self.settings)
         for name, value in self.options.env.items():
             if name != "LD_PRELOAD":
                 os.environ[name] = value
-        kwargs = vars(self.options.engine_args)
-        self.llm = LLM(**kwargs, chat_template=self.options.chat_template) if self.options.chat_template else LLM(**kwargs)
+        self.llm = LLM(**vars(self.options.engine_args))
+        # The server's --chat-template (a file or the template itself) goes to every score() call.
+        self.chat_template = load_chat_template(self.options.chat_template) if self.options.chat_template else None
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
         """One score per document, in input order (what /v1/score returns)."""
         if not documents:
             return []
-        outputs = self.llm.score(query, list(documents), use_tqdm=False)
+        outputs = self.llm.score(query, list(documents), use_tqdm=False, chat_template=self.chat_template, **self.options.score_kwargs())
         return [float(output.outputs.score) for output in outputs]
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:

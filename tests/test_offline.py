@@ -20,6 +20,7 @@ DOCS = [
     "Green tea contains antioxidants called catechins that may help reduce inflammation.",
     "The price of coffee has risen by 20% this year.",
     "Studies show that drinking green tea regularly can improve brain function.",
+    "Green tea is a drink. " + "The weather was mild and the river ran past the old city. " * 60,  # > 256 tokens: cut
 ]
 
 
@@ -48,6 +49,24 @@ def test_server_flags_become_the_same_engine_arguments(tmp_path: Path) -> None:
     changed = options.changed()
     assert {"host", "port", "disable_uvicorn_access_log"}.isdisjoint(changed)  # server-only flags drop out
     assert changed["dtype"] == "bfloat16" and changed["max_model_len"] == 512
+
+
+def test_long_documents_are_cut_as_the_gateway_cuts_them(tmp_path: Path) -> None:
+    from reranker_template.config import load_settings
+
+    settings = load_settings({"MODEL_NAME": "/models/m"})
+    pair = options_from_plan(make_plan(["--max-model-len", "512"]), settings)
+    assert pair.request_defaults == {"truncate_prompt_tokens": -1}
+    assert pair.score_kwargs() == {"tokenization_kwargs": {"truncate_prompt_tokens": -1}}
+
+    template = tmp_path / "score.jinja"
+    template.write_text("{{ messages }}")
+    split = options_from_plan(make_plan(["--max-model-len", "2048", "--chat-template", str(template)]), settings)
+    assert split.request_defaults == {"max_tokens_per_query": 512, "max_tokens_per_doc": 2048 - 512 - 256}
+    assert split.score_kwargs()["pooling_params"].extra_kwargs == split.request_defaults
+
+    strict = options_from_plan(make_plan(["--max-model-len", "512"]), load_settings({"MODEL_NAME": "/models/m", "TRUNCATE": "false"}))
+    assert strict.request_defaults == {} and strict.score_kwargs() == {}
 
 
 def test_a_plan_without_the_vllm_module_is_refused() -> None:
@@ -87,4 +106,4 @@ def test_offline_scores_equal_the_servers(minilm_stack, vllm_cache_root: Path, t
 
     server = RerankerClient(minilm_stack.gateway_url, minilm_stack.token).score(QUERY, DOCS).scores
     assert report["scores"] == pytest.approx(server, abs=1e-3)
-    assert {row["index"] for row in report["results"][:2]} == {1, 3}
+    assert [row["index"] for row in report["results"]] == sorted(range(len(DOCS)), key=lambda i: -server[i])
