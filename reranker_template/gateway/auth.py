@@ -25,6 +25,8 @@ COOKIE_MAX_AGE = 7 * 24 * 3600  # seconds; what Vast's own proxy uses
 TOKEN_PARAM = "token"
 AMBIENT_SOURCES = frozenset({"cookie", "basic"})  # a browser attaches these by itself: cross-site checks apply
 _REDACT = re.compile(r"(?i)((?:^|[?&;])(?:token|access_token|api_key)=)[^&;#\s]*")
+# Credentials as they appear in raw request bytes: an Authorization value, our cookie.
+_REDACT_RAW = re.compile(r"(?i)(\b(?:bearer|basic)\s+|\breranker_auth_[a-z0-9]*=)[^\s;'\"]+")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,12 @@ def cookie_attributes(secure: bool) -> dict[str, object]:
 def redact(text: str) -> str:
     """`token=...` (and `access_token=`, `api_key=`) values replaced, for anything that may be logged."""
     return _REDACT.sub(r"\1REDACTED", text)
+
+
+def redact_log(text: str) -> str:
+    """`redact`, and Authorization values and our cookie too: for log lines that may quote raw request
+    bytes (aiohttp logs the request line or header it could not parse)."""
+    return _REDACT_RAW.sub(r"\1REDACTED", redact(text))
 
 
 def is_cross_site(sec_fetch_site: str | None, origin: str | None, own_origin: str) -> bool:

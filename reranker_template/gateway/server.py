@@ -25,6 +25,7 @@ from .app import GatewayConfig, build_app
 
 log = logging.getLogger("reranker.gateway")
 LOG_FORMAT = "%(asctime)s gateway %(levelname)s %(message)s"
+VERBATIM = {"verbatim": True}  # `extra` of a log record that RedactingFormatter must not touch
 
 AUTH_OFF_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
@@ -34,11 +35,21 @@ AUTH_OFF_WARNING = """\
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
 
 
+class RedactingFormatter(logging.Formatter):
+    """Credentials replaced in every line: aiohttp logs the raw bytes of a request it cannot parse (its
+    request line, a header that is too long), which may carry the client's token. Our records marked
+    `verbatim` (the token links of `announce`) are left as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if getattr(record, "verbatim", False) else auth.redact_log(text)
+
+
 def setup_logging(log_file: Path) -> list[TextIO]:
     """Log lines go to stdout (what Vast's log view and supervisord show) and to the gateway's log file.
     Returns both streams, for the access log (which writes to them in batches)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = RedactingFormatter(LOG_FORMAT)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -93,10 +104,10 @@ def announce(settings: Settings, env: Mapping[str, str], generated_token: str | 
         # The one deliberate exception to "no tokens in logs": nobody configured a token, so the user
         # needs this link to get in. `reranker token` prints it again.
         log.info("No token configured (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD): generated one.")
-        log.info("Open %s/?token=%s", base, generated_token)
+        log.info("Open %s/?token=%s", base, generated_token, extra=VERBATIM)
     else:
         log.info("Open %s/?token=<your token> (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD or VLLM_API_KEY); "
-                 "`reranker token` prints the full link", base)
+                 "`reranker token` prints the full link", base, extra=VERBATIM)
 
 
 def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) -> int:
