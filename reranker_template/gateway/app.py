@@ -401,13 +401,39 @@ class Gateway:
         return self.not_ready()
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's own refusals in JSON too: a request target that is not a path (`CONNECT host:443`,
+    `OPTIONS *`) matches no route, and aiohttp would answer it in plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:  # our catch-all route matches every path: the target was not a path
+            return json_error(404, "not found: the request target must be a path such as /v1/rerank", "NotFound")
+        return json_error(exc.status, exc.text or exc.reason, "BadRequestError" if exc.status < 500 else "ServerError")
+
+
+async def expect_continue(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue` as aiohttp answers it; any other expectation a JSON 417 (not plain text)."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != aiohttp.HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return json_error(417, f"unsupported Expect header: {expect!r} (only 100-continue)", "ExpectationFailed")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not the response: the real one may still be sent
+    return None
+
+
 def build_app(config: GatewayConfig) -> web.Application:
     gateway = Gateway(config)
-    app = web.Application(client_max_size=config.settings.max_request_bytes)
+    app = web.Application(client_max_size=config.settings.max_request_bytes, middlewares=[json_errors])
     app[GATEWAY_KEY] = gateway
     app.on_startup.append(gateway.start)
     app.on_cleanup.append(gateway.stop)
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    app.router.add_route("*", "/{tail:.*}", gateway.handle, expect_handler=expect_continue)
     return app
 
 
