@@ -8,6 +8,7 @@ accepted (the CLI turns `ConfigError` into that line and exit status 2).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 DEFAULT_GATEWAY_PORT = 8000
 DEFAULT_VLLM_PORT = 18000
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+DEFAULT_SSH_PORT = 22
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -73,6 +75,9 @@ class Settings:
     hf_home: str | None = None
     # Vast sets GPU_COUNT; we use it only when nvidia-smi cannot be asked.
     gpu_count_hint: int | None = None
+    # The image's own sshd (Vast's entrypoint mode starts none): only with at least one public key.
+    ssh_public_keys: tuple[str, ...] = ()
+    ssh_port: int = DEFAULT_SSH_PORT
 
     @property
     def model_is_local_path(self) -> bool:
@@ -182,6 +187,34 @@ def parse_gpu_count(variable: str, raw: str) -> int:
     return value
 
 
+# One OpenSSH public key line: type, base64 blob, optional comment (what ~/.ssh/id_*.pub holds).
+_SSH_KEY_LINE = re.compile(
+    r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+    r"\s+[A-Za-z0-9+/]+={0,3}(\s+\S.*)?"
+)
+
+
+def parse_ssh_keys(variable: str, raw: str, strict: bool = True) -> tuple[str, ...]:
+    """Public keys, one per line (a literal `\\n` also separates, for one-line env editors).
+
+    strict=False skips lines that are not keys (Vast's own PUBLIC_KEY is not the user's to fix).
+    A private key is refused without echoing any of it.
+    """
+    keys: list[str] = []
+    for line in raw.replace("\\n", "\n").replace("\r", "").split("\n"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if _SSH_KEY_LINE.fullmatch(line):
+            keys.append(line)
+        elif strict and "PRIVATE KEY" in raw:
+            raise ConfigError(variable, "<a private key>", "your PUBLIC key (the .pub file, e.g. ~/.ssh/id_ed25519.pub), never the private one")
+        elif strict:
+            shown = line if len(line) <= 40 else line[:37] + "..."
+            raise ConfigError(variable, shown, "OpenSSH public keys, one per line, like 'ssh-ed25519 AAAA... you@laptop' (the contents of ~/.ssh/id_ed25519.pub)")
+    return tuple(keys)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate the environment. Raises ConfigError on the first bad value."""
     env = os.environ if env is None else env
@@ -222,4 +255,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         hf_token=_get(env, "HF_TOKEN"),
         hf_home=_get(env, "HF_HOME"),
         gpu_count_hint=_parsed(env, "GPU_COUNT", parse_gpu_count, None),
+        ssh_public_keys=tuple(dict.fromkeys(
+            parse_ssh_keys("SSH_PUBLIC_KEY", env.get("SSH_PUBLIC_KEY", ""))
+            + parse_ssh_keys("PUBLIC_KEY", env.get("PUBLIC_KEY", ""), strict=False)  # Vast's convention
+        )),
+        ssh_port=_parsed(env, "SSH_PORT", parse_port, DEFAULT_SSH_PORT),
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from string import Template
 
 from .paths import Paths
+from .sshd import SshdProgram
 
 # vLLM gets this long to stop on SIGTERM before its whole process group is killed.
 VLLM_STOP_WAIT_SECONDS = 20
@@ -30,11 +31,14 @@ class SupervisorConfig:
     paths: Paths
     provisioning: bool = False
     include_dir: str | None = None  # user services, e.g. /etc/supervisor/conf.d in the container
+    sshd: SshdProgram | None = None  # only when a public key is configured and sshd exists
 
     def programs(self) -> list[str]:
         names = ["gateway", "vllm"]
         if self.provisioning:
             names.insert(0, "provisioning")
+        if self.sshd is not None:
+            names.append("sshd")
         return names
 
 
@@ -47,6 +51,8 @@ def render(config: SupervisorConfig, templates: Path | None = None) -> str:
         "log_dir": str(config.paths.log_dir),
         "stop_wait": str(VLLM_STOP_WAIT_SECONDS),
         "include": include,
+        "sshd": str(config.sshd.binary) if config.sshd else "",
+        "sshd_config": str(config.sshd.config) if config.sshd else "",
         "layout": "container" if config.paths.container else "local",
         # Running as root is normal in a container; saying so keeps supervisord from warning about it.
         "user": "user=root\n" if os.geteuid() == 0 else "",
