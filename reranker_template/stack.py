@@ -25,6 +25,7 @@ from .modelinfo import inspect_model
 from .paths import Paths, container_paths, local_paths
 from .plan import Plan, make_plan
 from .provisioning import mark_pending
+from .sshd import prepare as prepare_sshd
 from .status import VllmStatus, write_status
 from .supervisor import VLLM_STOP_WAIT_SECONDS, SupervisorConfig, render
 
@@ -78,6 +79,7 @@ def write_runtime_files(spec: StackSpec) -> Path:
         paths=paths,
         provisioning=bool(spec.settings.provisioning_script),
         include_dir="/etc/supervisor/conf.d" if paths.container and Path("/etc/supervisor/conf.d").is_dir() else None,
+        sshd=prepare_sshd(spec.settings, paths),  # None unless SSH_PUBLIC_KEY is set and sshd exists
     )
     paths.supervisor_conf.write_text(render(config))
     if paths.container and "RERANKER_STATE_DIR" not in os.environ:

@@ -288,3 +288,23 @@ def test_remote_forward_is_refused(running_sshd, vllm_stand_in):
     assert "remote port forwarding failed" in result.stderr
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", remote), timeout=1).close()
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_the_stack_runs_sshd_only_with_a_key(tmp_path, with_key):
+    """`reranker serve`/`boot` write supervisord.conf with the sshd program exactly when a key is set."""
+    from reranker_template import stack
+
+    model = Path(__file__).resolve().parent / "fixtures" / "models" / "bge-reranker-v2-m3"
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1",
+        "MODEL_NAME": str(model), "RERANKER_STATE_DIR": str(tmp_path / "state"), "SSH_PORT": str(free_port()),
+    }
+    if with_key:
+        env["SSH_PUBLIC_KEY"] = ED25519
+    conf = stack.write_runtime_files(stack.prepare(container=False, env=env)).read_text()
+    if with_key and SSHD is not None:
+        assert "[program:sshd]" in conf
+        assert f"command={SSHD} -D -e -f {tmp_path / 'state' / 'sshd' / 'sshd_config'}" in conf
+    else:
+        assert "[program:sshd]" not in conf and not (tmp_path / "state" / "sshd").exists()
