@@ -28,6 +28,18 @@ ENV HF_HOME=/workspace/.cache/huggingface \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
+# OpenSSH, for `ssh -L 18000:localhost:18000`: Vast's entrypoint mode (our template's runtype) starts no
+# SSH server, so the image runs its own, and only when SSH_PUBLIC_KEY is set (reranker_template/sshd.py:
+# key-only, local forwarding only). The package's host keys go: each instance generates its own at first
+# boot and keeps them in the state directory on /workspace.
+# The version is left to the base image's Ubuntu release on purpose: a network daemon must get its
+# security fixes, and the base itself is pinned by VLLM_VERSION.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server \
+    && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub \
+    && mkdir -p /run/sshd
+
 # The repository goes to /opt/reranker; the editable install keeps supervisor/ and provisioning/
 # beside the package, where it finds its supervisord templates (/opt/reranker/supervisor).
 COPY . /opt/reranker
@@ -46,9 +58,10 @@ RUN python3 -m pip list --format=freeze > /tmp/base-constraints.txt \
 WORKDIR /workspace
 
 # 8000: the authenticated gateway (publish this one: `-p 8000:8000`).
+# 22: our sshd, running only when SSH_PUBLIC_KEY is set (publish it too: `-p 22:22`).
 # 18000: vLLM itself, bound to 127.0.0.1 only, for SSH tunnels (`ssh -L 18000:localhost:18000`);
 # documented here, never published.
-EXPOSE 8000 18000
+EXPOSE 8000 22 18000
 
 # 200 once vLLM is ready, 503 while it downloads or loads (a big model can take many minutes, hence
 # the long start period); copes with ENABLE_HTTPS's self-signed certificate and GATEWAY_PORT.

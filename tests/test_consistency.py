@@ -149,14 +149,19 @@ def test_template_runs_the_image_entrypoint() -> None:
 
 
 def test_ports_agree() -> None:
-    gateway, vllm = config.DEFAULT_GATEWAY_PORT, config.DEFAULT_VLLM_PORT
+    gateway, vllm, ssh = config.DEFAULT_GATEWAY_PORT, config.DEFAULT_VLLM_PORT, config.DEFAULT_SSH_PORT
     exposed = {int(p.split("/")[0]) for args in instructions("EXPOSE") for p in args.split()}
-    assert exposed == {gateway, vllm}, f"EXPOSE {sorted(exposed)}: expected the gateway {gateway} and vLLM's {vllm} (documented loopback-only)"
+    assert exposed == {gateway, vllm, ssh}, (
+        f"EXPOSE {sorted(exposed)}: expected the gateway {gateway}, our sshd's {ssh} and vLLM's {vllm} (documented loopback-only)"
+    )
     ports, env = template_docker_options()
     assert f"{gateway}:{gateway}" in ports, f"template.json must publish the gateway: -p {gateway}:{gateway}"
+    # Vast's entrypoint mode starts no SSH server: the image's own sshd (with SSH_PUBLIC_KEY) needs the port.
+    assert f"{ssh}:{ssh}" in ports, f"template.json must publish our sshd: -p {ssh}:{ssh}"
+    assert "SSH_PUBLIC_KEY" in env, "template.json must offer SSH_PUBLIC_KEY (no key: no SSH in entrypoint mode)"
     assert not any(p.split(":")[-1].split("/")[0] == str(vllm) for p in ports), f"vLLM's port {vllm} is loopback-only and must not be published"
     assert env.get("OPEN_BUTTON_PORT", str(gateway)) == str(gateway), "the Open button must open the gateway"
-    for name, default in (("GATEWAY_PORT", gateway), ("VLLM_PORT", vllm)):
+    for name, default in (("GATEWAY_PORT", gateway), ("VLLM_PORT", vllm), ("SSH_PORT", ssh)):
         assert env.get(name, str(default)) == str(default), f"template.json moves {name}; the Dockerfile's EXPOSE and HEALTHCHECK assume {default}"
 
 
