@@ -176,7 +176,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _spec(args: argparse.Namespace) -> vast.LaunchSpec:
+def _public_key(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Path | None, str]:
+    """(file, key) for SSH_PUBLIC_KEY: --ssh-key, else the first default key that exists, else none."""
+    if args.no_ssh:
+        return None, ""
+    path = Path(args.ssh_key).expanduser() if args.ssh_key else vast.default_public_key(env)
+    return (path, vast.read_public_key(path)) if path else (None, "")
+
+
+def _spec(args: argparse.Namespace, ssh_public_key: str = "") -> vast.LaunchSpec:
     spec = vast.LaunchSpec(
         model=args.model,
         vllm_args=args.vllm_args or "",
@@ -186,6 +194,7 @@ def _spec(args: argparse.Namespace) -> vast.LaunchSpec:
         label=args.label,
         extra_env=vast.parse_env_pairs(args.env or []),
         api_key=vast.new_api_key(),
+        ssh_public_key=ssh_public_key,
     )
     spec.validate()
     return spec
@@ -237,6 +246,10 @@ def _print_ready(out: Console, record: vast.Record, ready: vast.Ready) -> None:
     out.print(f"  try it:     {vast.curl_example(ready.base_url, record.api_key, record.model)}")
     if record.ssh_tunnel:
         out.print(f"  SSH tunnel: {record.ssh_tunnel}   (then vLLM itself at http://localhost:{vast.VLLM_PORT}, no token)")
+    elif not record.ssh_key:
+        out.print("  SSH tunnel: none (launched without a public key: --ssh-key FILE)")
+    else:
+        out.print(f"  SSH tunnel: Vast shows no port for 22/tcp yet; try `reranker vast status {view.id}`")
     out.print(f"  stop paying: reranker vast destroy {view.id}")
 
 
@@ -245,7 +258,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return _fail("give an OFFER_ID (from `reranker vast search`) or --cheapest, not both", EXIT_USAGE)
     env = _env()
     err, out = _err(), _out()
-    spec = _spec(args)
+    key_file, public_key = _public_key(args, env)
+    spec = _spec(args, public_key)
+    ssh_key = str(key_file) if key_file else ("--env SSH_PUBLIC_KEY" if spec.env().get("SSH_PUBLIC_KEY") else None)
+    if key_file:
+        err.print(f"SSH: the instance will accept {key_file} (SSH_PUBLIC_KEY) for the tunnel to vLLM")
+    elif not ssh_key and not args.no_ssh:
+        names = ", ".join(f"~/.ssh/{name}" for name in vast.DEFAULT_PUBLIC_KEYS)
+        err.print(f"SSH: no public key found ({names}): no SSH tunnel; pass --ssh-key FILE to have one")
     client = vast.make_client(env)
     try:
         instance_id, offer = _rent(client, args, env, spec, err)
@@ -257,6 +277,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     record = vast.Record(
         id=instance_id, offer_id=offer.id, model=spec.model, api_key=spec.api_key, label=spec.label,
         gpu=f"{offer.num_gpus}x {offer.gpu_name}", dph_total=offer.dph_total, created_at=time.time(),
+        ssh_key=ssh_key,
     )
     vast.put_record(path, record)  # before waiting: the key must survive a failed or interrupted wait
     err.print(f"created instance {instance_id}; its API key is recorded in {path}")
@@ -276,7 +297,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return _interrupted(client, instance_id, path)
     except vast.InstanceFailed as exc:
         return _fail(str(exc))
-    record = dataclasses.replace(record, url=ready.base_url, ssh_tunnel=ready.instance.ssh_tunnel())
+    record = dataclasses.replace(record, url=ready.base_url, ssh_tunnel=ready.instance.ssh_tunnel() if ssh_key else None)
     vast.put_record(path, record)
     if args.json:
         print(json.dumps({
@@ -305,11 +326,18 @@ def _interrupted(client: Any, instance_id: int, path: Path) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def _tunnel(view: vast.InstanceView, record: vast.Record | None) -> str | None:
+    """The tunnel command, unless we launched this instance without a key (then it runs no sshd)."""
+    if record is not None and not record.ssh_key:
+        return None
+    return view.ssh_tunnel()
+
+
 def _row(view: vast.InstanceView, record: vast.Record | None) -> dict[str, Any]:
     return {
         "id": view.id, "status": view.status, "status_msg": view.status_msg, "gpu": f"{view.num_gpus}x {view.gpu_name}",
         "dph_total": view.dph_total, "label": view.label, "model": record.model if record else None,
-        "url": (record.url if record and record.url else view.base_url()), "ssh_tunnel": view.ssh_tunnel(),
+        "url": (record.url if record and record.url else view.base_url()), "ssh_tunnel": _tunnel(view, record),
         "recorded": record is not None,
     }
 
@@ -352,9 +380,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     row["health"] = health.state if health else None
     if health and health.state != "unreachable":
         row["url"] = f"{health.scheme}://{view.public_ip}:{view.gateway_port}"
-        if record and (record.url, record.ssh_tunnel) != (row["url"], view.ssh_tunnel()):
+        if record and (record.url, record.ssh_tunnel) != (row["url"], row["ssh_tunnel"]):
             # Launched with --no-wait, or the instance moved: keep the record's endpoint current.
-            vast.put_record(vast.records_path(env), dataclasses.replace(record, url=row["url"], ssh_tunnel=view.ssh_tunnel()))
+            vast.put_record(vast.records_path(env), dataclasses.replace(record, url=row["url"], ssh_tunnel=row["ssh_tunnel"]))
     if args.json:
         if args.show_key and record:
             row["api_key"] = record.api_key
@@ -372,8 +400,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print(f"  API key: {record.api_key if args.show_key else '(recorded; --show-key prints it)'}")
     else:
         out.print("  not launched from this machine: the API key is whatever API_KEYS/OPEN_BUTTON_TOKEN it was given")
-    if view.ssh_tunnel():
-        out.print(f"  SSH tunnel: {view.ssh_tunnel()}")
+    if row["ssh_tunnel"]:
+        needs_key = "" if record else "   (if the instance was given SSH_PUBLIC_KEY)"
+        out.print(f"  SSH tunnel: {row['ssh_tunnel']}{needs_key}")
+    elif record and not record.ssh_key:
+        out.print("  SSH tunnel: none (launched without a public key)")
     if view.status in vast.FAILED_STATUSES:
         out.print(f"  {vast.logs_hint(view.id)}")
     return EXIT_OK
@@ -472,10 +503,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "launch", help="rent an offer, wait until the endpoint is ready, print URL and key", formatter_class=formatter,
         description=_wrap("Rent an offer with our image and a freshly generated API key, wait until the instance runs and "
         "its /health says ready, then print the endpoint, the key, a curl example and the SSH tunnel. "
-        "Ctrl-C while waiting asks whether to destroy the instance."),
+        "The tunnel needs your public key (--ssh-key, default ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub): "
+        "the image then runs its own sshd. Ctrl-C while waiting asks whether to destroy the instance."),
         epilog="examples:\n  reranker vast launch --cheapest\n"
         "  reranker vast launch 1234567 --model BAAI/bge-reranker-v2-m3 --yes\n"
-        "  reranker vast launch --cheapest --max-price 0.4 --env HF_TOKEN=$HF_TOKEN --json --yes\n",
+        "  reranker vast launch --cheapest --max-price 0.4 --env HF_TOKEN=$HF_TOKEN --json --yes\n"
+        "  reranker vast launch --cheapest --ssh-key ~/.ssh/work_ed25519.pub\n",
     )
     p.add_argument("offer_id", nargs="?", type=int, metavar="OFFER_ID", help="an offer id from `reranker vast search`")
     p.add_argument("--cheapest", action="store_true", help="rent the cheapest offer that matches the filters")
@@ -484,6 +517,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-use-all-gpus", dest="use_all_gpus", action="store_false", help="serve on one GPU only (USE_ALL_GPUS=false)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="more environment for the instance (repeatable), e.g. HF_TOKEN=...")
     p.add_argument("--https", action="store_true", help="serve HTTPS with Vast's instance certificate (ENABLE_HTTPS=true)")
+    ssh = p.add_mutually_exclusive_group()
+    ssh.add_argument("--ssh-key", metavar="FILE", help="public key for the SSH tunnel, sent as SSH_PUBLIC_KEY "
+                     "(default: the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub)")
+    ssh.add_argument("--no-ssh", action="store_true", help="no SSH server on the instance")
     p.add_argument("--label", help="a label for the instance")
     p.add_argument("--yes", "-y", action="store_true", help="rent without asking")
     p.add_argument("--no-wait", action="store_true", help="return once the instance is created")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 
-from .config import DEFAULT_GATEWAY_PORT, DEFAULT_MODEL, DEFAULT_VLLM_PORT, ConfigError, load_settings
+from .config import DEFAULT_GATEWAY_PORT, DEFAULT_MODEL, DEFAULT_SSH_PORT, DEFAULT_VLLM_PORT, ConfigError, load_settings, parse_ssh_keys
 from .release import IMAGE, IMAGE_REPOSITORY, IMAGE_TAG
 
 DEFAULT_VAST_URL = "https://console.vast.ai"
@@ -35,6 +35,10 @@ TEMPLATE_NAME = "vLLM Reranker (reranker-template)"
 TEMPLATE_DESC = "vLLM serving a reranker behind token auth: /v1/rerank, /v2/rerank, /v1/score on port 8000"
 GATEWAY_PORT = DEFAULT_GATEWAY_PORT
 VLLM_PORT = DEFAULT_VLLM_PORT
+# The image's own sshd (entrypoint mode starts none), published so `ssh -L` reaches vLLM's loopback port.
+SSH_PORT = DEFAULT_SSH_PORT
+# What `launch` sends as SSH_PUBLIC_KEY unless --ssh-key says otherwise: the first that exists.
+DEFAULT_PUBLIC_KEYS = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
 DEFAULT_DISK_GB = 40.0
 # Turing (7.5) or newer: what vLLM's CUDA build supports.
 MIN_COMPUTE_CAP = 750
@@ -288,9 +292,10 @@ class LaunchSpec:
     label: str | None = None
     extra_env: tuple[tuple[str, str], ...] = ()
     api_key: str = field(default="", repr=False)
+    ssh_public_key: str = ""  # the user's public key(s): the image then runs sshd for the tunnel
 
     def env(self) -> dict[str, str]:
-        """The create request's env: our public port, the Open button, the settings, the key."""
+        """The create request's env: our public port(s), the Open button, the settings, the keys."""
         env = {
             f"-p {GATEWAY_PORT}:{GATEWAY_PORT}": "1",
             "OPEN_BUTTON_PORT": str(GATEWAY_PORT),
@@ -299,15 +304,38 @@ class LaunchSpec:
             "USE_ALL_GPUS": "true" if self.use_all_gpus else "false",
             "API_KEYS": self.api_key,
         }
+        if self.ssh_public_key:
+            env["SSH_PUBLIC_KEY"] = self.ssh_public_key
         if self.https:
             # Only when asked: sending "false" would override ENABLE_HTTPS set in the account's settings.
             env["ENABLE_HTTPS"] = "true"
         env.update(dict(self.extra_env))
+        if env.get("SSH_PUBLIC_KEY"):
+            env[f"-p {SSH_PORT}:{SSH_PORT}"] = "1"  # the image's sshd runs only with a key: publish it then
         return env
 
     def validate(self) -> None:
         """Catch bad settings here rather than after paying for an instance (raises ConfigError)."""
         load_settings({k: v for k, v in self.env().items() if not k.startswith("-")})
+
+
+def default_public_key(env: Mapping[str, str]) -> Path | None:
+    """The first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub that exists."""
+    ssh_dir = Path(env.get("HOME") or Path.home()) / ".ssh"
+    return next((ssh_dir / name for name in DEFAULT_PUBLIC_KEYS if (ssh_dir / name).is_file()), None)
+
+
+def read_public_key(path: Path) -> str:
+    """The public key(s) in `path`, validated as the instance will (ConfigError names --ssh-key)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("--ssh-key", str(path), f"a readable public key file such as ~/.ssh/id_ed25519.pub ({type(exc).__name__})") from None
+    keys = parse_ssh_keys("--ssh-key", text)
+    if not keys:
+        raise ConfigError("--ssh-key", str(path), "a file with an OpenSSH public key (ssh-keygen -t ed25519 makes one)")
+    # Several keys: joined by a literal backslash-n, which SSH_PUBLIC_KEY accepts, so the env value stays one line.
+    return "\\n".join(keys)
 
 
 def parse_env_pairs(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -379,6 +407,7 @@ class InstanceView:
     status_msg: str = ""
     public_ip: str | None = None
     gateway_port: int | None = None  # the external port mapped to 8000
+    ssh_mapped_port: int | None = None  # the external port mapped to 22 (our sshd, with SSH_PUBLIC_KEY)
     ssh_host: str | None = None
     ssh_port: int | None = None
     gpu_name: str = ""
@@ -396,6 +425,7 @@ class InstanceView:
             status_msg=str(row.get("status_msg") or "").strip(),
             public_ip=(str(row["public_ipaddr"]).strip() or None) if row.get("public_ipaddr") else None,
             gateway_port=mapped_port(row.get("ports"), GATEWAY_PORT),
+            ssh_mapped_port=mapped_port(row.get("ports"), SSH_PORT),
             ssh_host=row.get("ssh_host"),
             ssh_port=int(row["ssh_port"]) if row.get("ssh_port") else None,
             gpu_name=str(row.get("gpu_name") or ""),
@@ -411,9 +441,11 @@ class InstanceView:
         return f"{scheme}://{self.public_ip}:{self.gateway_port}"
 
     def ssh_tunnel(self) -> str | None:
-        if not self.ssh_host or not self.ssh_port:
+        """Straight to the image's sshd on the port Vast maps to 22 (Vast's own ssh_host/ssh_port lead to
+        an SSH server that entrypoint mode does not start)."""
+        if not self.public_ip or not self.ssh_mapped_port:
             return None
-        return f"ssh -p {self.ssh_port} root@{self.ssh_host} -L {VLLM_PORT}:localhost:{VLLM_PORT}"
+        return f"ssh -p {self.ssh_mapped_port} root@{self.public_ip} -L {VLLM_PORT}:localhost:{VLLM_PORT}"
 
 
 def mapped_port(ports: Any, internal: int) -> int | None:
@@ -602,6 +634,7 @@ class Record:
     dph_total: float = 0.0
     ssh_tunnel: str | None = None
     created_at: float = 0.0
+    ssh_key: str | None = None  # the public key file sent as SSH_PUBLIC_KEY; None: the instance has no sshd
 
 
 def records_path(env: Mapping[str, str]) -> Path:
@@ -661,14 +694,15 @@ TEMPLATE_SETTINGS: tuple[tuple[str, str], ...] = (
     ("VLLM_ARGS", ""),
     ("USE_ALL_GPUS", "true"),
     ("API_KEYS", ""),
+    ("SSH_PUBLIC_KEY", ""),
     ("PROVISIONING_SCRIPT", ""),
     ("ENABLE_HTTPS", "false"),
 )
 
 
 def template_env() -> str:
-    """Docker options as Vast stores them: the public port, then the settings with their defaults."""
-    parts = [f"-p {GATEWAY_PORT}:{GATEWAY_PORT}"]
+    """Docker options as Vast stores them: the public ports, then the settings with their defaults."""
+    parts = [f"-p {GATEWAY_PORT}:{GATEWAY_PORT}", f"-p {SSH_PORT}:{SSH_PORT}"]
     parts += [f"-e {key}={value}" for key, value in TEMPLATE_SETTINGS]
     return " ".join(parts)
 

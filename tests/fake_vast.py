@@ -183,6 +183,7 @@ class FakeVast(_LoopbackServer):
             {"actual_status": "running", "status_msg": "success, running"},
         ]
         self.gateway_port = gateway_port
+        self.ssh_host_port = 41022  # what Vast maps to 22/tcp when the create request publishes it
         self.templates: list[dict[str, Any]] = []
         self.template_serial = 0
         self.injected: list[tuple[str, str, Reply]] = []
@@ -244,6 +245,7 @@ class FakeVast(_LoopbackServer):
             "start_date": time.time(), "gpu_name": offer["gpu_name"], "num_gpus": offer["num_gpus"],
             "dph_total": offer["dph_total"], "label": body.get("label"), "image_uuid": body.get("image"),
             "extra_env": [[k, v] for k, v in (body.get("env") or {}).items() if not k.startswith("-")],
+            "published": [k for k in (body.get("env") or {}) if k.startswith("-p ")],
         }
         self.scripts[instance_id] = [dict(step) for step in self.script]
         return Reply(200, {"success": True, "new_contract": instance_id})
@@ -256,6 +258,8 @@ class FakeVast(_LoopbackServer):
             row.update(script[0] if len(script) == 1 else script.pop(0))
         if row.get("actual_status") == "running":
             row["ports"] = {"8000/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.gateway_port)}]}
+            if "-p 22:22" in row.get("published", []):
+                row["ports"]["22/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_host_port)}]
         return row
 
     def _show(self, request: Request, instance_id: str) -> Reply:

@@ -193,7 +193,8 @@ def test_launch_waits_until_ready_and_records_the_endpoint(env, fake, gateway, c
     instance_id = result["id"]
     url = f"http://127.0.0.1:{gateway.port}"
     assert result["url"] == url and result["model"] == "BAAI/bge-reranker-v2-m3"
-    assert result["ssh_tunnel"] == "ssh -p 20544 root@ssh7.vast.example -L 18000:localhost:18000"
+    # No public key in the (isolated) ~/.ssh: the instance runs no sshd, so no tunnel is promised.
+    assert result["ssh_tunnel"] is None and "SSH: no public key found" in err and "--ssh-key FILE" in err
     assert f"Authorization: Bearer {key}" in result["curl"] and f"{url}/v1/rerank" in result["curl"]
 
     # Progress: each state once, in order.
@@ -218,16 +219,77 @@ def test_launch_waits_until_ready_and_records_the_endpoint(env, fake, gateway, c
     assert saved["ssh_tunnel"] == result["ssh_tunnel"] and saved["gpu"] == "1x RTX 4090"
 
 
+ED25519_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmK2F0w1h6bEm3Qm0cYx4YyS1o7g3m1nZbq5k1cQZ6Z alice@laptop"
+RSA_PUB = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 alice@old-laptop"
+
+
+def user_keys(env, **files: str) -> Path:
+    ssh_dir = Path(env["HOME"]) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    for name, text in files.items():
+        (ssh_dir / name.replace("_pub", ".pub")).write_text(text + "\n")
+    return ssh_dir
+
+
 def test_launch_prints_endpoint_key_curl_and_tunnel(env, fake, capsys):
+    user_keys(env, id_rsa_pub=RSA_PUB, id_ed25519_pub=ED25519_PUB)
     code, out, err = run(capsys, "launch", "--cheapest", "--yes", *FAST)
     assert code == 0, err
     [create] = fake.seen("PUT")
     assert create.path == "/api/v0/asks/9003/"  # the cheapest that fits
     assert create.body["env"]["MODEL_NAME"] == "Qwen/Qwen3-Reranker-0.6B"
+    # ~/.ssh/id_ed25519.pub comes first; with a key the image runs its sshd, so port 22 is published.
+    assert create.body["env"]["SSH_PUBLIC_KEY"] == ED25519_PUB and create.body["env"]["-p 22:22"] == "1"
+    assert "id_ed25519.pub (SSH_PUBLIC_KEY)" in err
     key = create.body["env"]["API_KEYS"]
     assert "endpoint:" in out and f"API key:    {key}" in out
-    assert "curl http://127.0.0.1:" in out and "-L 18000:localhost:18000" in out
+    assert "curl http://127.0.0.1:" in out
+    # The tunnel goes to the port Vast maps to 22/tcp on the instance's public IP.
+    assert f"SSH tunnel: ssh -p {fake.ssh_host_port} root@127.0.0.1 -L 18000:localhost:18000" in out
     assert "reranker vast destroy" in out
+
+
+def test_launch_with_ssh_key_file_records_the_tunnel(env, fake, capsys, tmp_path):
+    key_file = tmp_path / "work.pub"
+    key_file.write_text(RSA_PUB + "\n")
+    code, out, err = run(capsys, "launch", "9001", "--ssh-key", str(key_file), "--yes", "--json", *FAST)
+    assert code == 0, err
+    [create] = fake.seen("PUT", "/api/v0/asks/9001/")
+    assert create.body["env"]["SSH_PUBLIC_KEY"] == RSA_PUB and create.body["env"]["-p 22:22"] == "1"
+    result = json.loads(out)
+    tunnel = f"ssh -p {fake.ssh_host_port} root@127.0.0.1 -L 18000:localhost:18000"
+    assert result["ssh_tunnel"] == tunnel
+    saved = records(env)[str(result["id"])]
+    assert saved["ssh_tunnel"] == tunnel and saved["ssh_key"] == str(key_file)
+    code, out, err = run(capsys, "status", str(result["id"]))
+    assert code == 0, err
+    assert f"SSH tunnel: {tunnel}" in out
+
+
+def test_launch_without_ssh_publishes_no_port_22(env, fake, capsys):
+    user_keys(env, id_ed25519_pub=ED25519_PUB)
+    code, out, err = run(capsys, "launch", "9001", "--no-ssh", "--yes", *FAST)
+    assert code == 0, err
+    [create] = fake.seen("PUT")
+    assert "SSH_PUBLIC_KEY" not in create.body["env"] and "-p 22:22" not in create.body["env"]
+    assert "SSH tunnel: none" in out
+    instance_id = next(iter(records(env)))
+    code, out, err = run(capsys, "status", instance_id)
+    assert code == 0 and "SSH tunnel: none" in out
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n-----END OPENSSH PRIVATE KEY-----\n", "PUBLIC key"),
+    ("", "a file with an OpenSSH public key"),
+])
+def test_a_bad_ssh_key_file_rents_nothing(env, fake, capsys, tmp_path, content, expected):
+    key_file = tmp_path / "id_ed25519"
+    key_file.write_text(content)
+    code, out, err = run(capsys, "launch", "9001", "--ssh-key", str(key_file), "--yes", *FAST)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "--ssh-key" in err and expected in err
+    assert "b3BlbnNzaC1rZXktdjE" not in err
+    assert not fake.seen("PUT")
 
 
 def test_launch_cheapest_moves_on_when_an_offer_is_taken(env, fake, capsys):

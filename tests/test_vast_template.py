@@ -53,16 +53,19 @@ def test_template_settings_are_valid_and_keep_the_entrypoint():
     env = parse_env(body["env"])  # how Vast reads the docker options
     assert env == {
         "-p 8000:8000": "1",
+        "-p 22:22": "1",  # the image's own sshd, which runs only when SSH_PUBLIC_KEY is set
         "OPEN_BUTTON_PORT": "8000",
         "MODEL_NAME": "Qwen/Qwen3-Reranker-0.6B",
         "VLLM_ARGS": "",
         "USE_ALL_GPUS": "true",
         "API_KEYS": "",
+        "SSH_PUBLIC_KEY": "",
         "PROVISIONING_SCRIPT": "",
         "ENABLE_HTTPS": "false",
     }
     settings = load_settings({k: v for k, v in env.items() if not k.startswith("-")})
     assert settings.gateway_port == 8000 and settings.use_all_gpus and not settings.enable_https
+    assert settings.ssh_public_keys == () and settings.ssh_port == 22  # no key in the template: no sshd until the user adds one
     assert body["extra_filters"]["gpu_ram"] == {"gte": 16000.0}
     assert body["extra_filters"]["compute_cap"] == {"gte": 750}
     assert body["extra_filters"]["reliability2"] == {"gte": 0.95}
