@@ -12,12 +12,12 @@ TORCH := torch==2.13.0+cpu
 VASTAI_DEPS := aiodns argcomplete 'borb>=2.1.25,<2.2.0' 'cryptography==49.0.0' curlify 'psutil>=7,<8' \
 	'pycares==4.11.0' 'pycryptodome>=3.20,<4' 'pyparsing>=3.1,<4' python-dateutil xdg 'anyio>=4.4,<5'
 
-.PHONY: run test venv lint browser clean
+.PHONY: run test venv lint browser sshd clean
 
 run: $(STAMP)
 	$(BIN)/reranker serve
 
-test: $(STAMP) browser
+test: $(STAMP) browser sshd
 	$(BIN)/python -m pytest -ra
 
 venv: $(STAMP)
@@ -38,6 +38,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "note: chromium is not installed and we are not root; the browser test will be skipped"
+
+# tests/test_sshd.py runs Debian's sshd with our rendered config on loopback; install it when we can.
+# (On a machine booted with systemd, Debian's package also enables its own ssh service; containers and CI have none.)
+sshd:
+	@{ [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; } || \
+		echo "note: openssh-server is not installed and we are not root; the real-sshd tests will be skipped"
 
 clean:
 	rm -rf $(VENV) .pytest_cache
