@@ -93,6 +93,12 @@ def forward_response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in DROP_RESPONSE_HEADERS)
 
 
+def client_gone() -> web.Response:
+    """The answer to a client that closed its connection before sending its whole body: nobody reads it,
+    but it is logged as the client's 400 (not a 500 with a traceback, not a vLLM failure)."""
+    return json_error(400, "the client closed the connection before sending the whole body", "BadRequestError")
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -346,6 +352,8 @@ class Gateway:
             data = await self.request_body(request)
         except ValueError as exc:
             return json_error(400, f"request body is not valid JSON: {exc}", "BadRequestError")
+        except ConnectionResetError:
+            return client_gone()
         headers = forward_request_headers(request.headers, self.cookie)
         assert self.session is not None
         replayable = data is None or isinstance(data, bytes)
@@ -362,6 +370,8 @@ class Gateway:
                     raise BodyTooLarge() from exc
                 if isinstance(exc, aiohttp.ClientPayloadError):
                     return json_error(400, f"could not read the request body: {exc}", "BadRequestError")
+                if request.transport is None or request.transport.is_closing():
+                    return client_gone()  # the client hung up while its body was streamed: not vLLM's fault
                 # A pooled keep-alive connection can be closed by vLLM just as we reuse it: retry once.
                 if attempt == 1 and replayable and isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
                     continue
