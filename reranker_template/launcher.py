@@ -153,6 +153,9 @@ class Launcher:
             self.after_ready()
             self.watch()
         code = self.child.wait()
+        # vLLM's engine process outlives an API server that was killed (SIGKILL, OOM killer): it would hold
+        # its memory (on a GPU, the card) while supervisord starts the next vLLM. End what is left of vLLM.
+        kill_group_except_self(signal.SIGKILL)
         pump.join(timeout=5)
         if self.stopping.is_set():
             self.report(phase="stopped", reason=None)
