@@ -243,6 +243,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --- wiring --------------------------------------------------------------------------------------
+class IntermixedParser(argparse.ArgumentParser):
+    """Options anywhere among the documents (`query "q" --json doc1 doc2`): plain argparse stops taking
+    positionals after the first option once `DOC*` was matched, and rejects the rest."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True  # parse_known_intermixed_args calls parse_known_args itself
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def intermixed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.__class__ = IntermixedParser
+    return parser
+
+
 def add_endpoint_flags(parser: argparse.ArgumentParser, token: bool = True) -> None:
     parser.add_argument("--url", help="the endpoint (default: $RERANKER_URL, else the stack on this machine: http://127.0.0.1:$GATEWAY_PORT)")
     if token:
@@ -264,6 +285,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '  RERANKER_URL=http://1.2.3.4:41234 RERANKER_TOKEN=... reranker query "q" "doc a" "doc b"',
         formatter_class=formatter,
     )
+    intermixed(query)
     query.add_argument("query", help="the question")
     query.add_argument("documents", nargs="*", metavar="DOC", help="documents (or use --file, or pipe them one per line)")
     query.add_argument("--file", "-f", help="read documents from this file, one per line ('-' for stdin)")

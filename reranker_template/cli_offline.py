@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .cli_client import read_documents
+from .cli_client import intermixed, read_documents
 
 REEXEC_MARK = "RERANKER_OFFLINE_PRELOADED"
 
@@ -77,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '  reranker score-offline --model BAAI/bge-reranker-base "green tea" --file docs.txt --json',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    intermixed(parser)
     parser.add_argument("query", help="the question")
     parser.add_argument("documents", nargs="*", metavar="DOC", help="documents (or --file, or one per line on stdin)")
     parser.add_argument("--file", "-f", help="read documents from this file, one per line")
