@@ -107,6 +107,7 @@ def test_cross_encoder_rerank_is_sorted_and_complete(bert_stack: RunningStack) -
     assert scores == sorted(scores, reverse=True)
     assert sorted(r["index"] for r in body["results"]) == [0, 1, 2, 3]
     assert all(0.0 <= s <= 1.0 for s in scores)  # sigmoid of the single logit
+    assert len(set(scores)) == len(scores), "different documents must get different scores"
 
 
 def test_cross_encoder_score_matches_rerank(bert_stack: RunningStack) -> None:

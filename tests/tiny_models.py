@@ -29,7 +29,7 @@ def make_bert_cross_encoder(directory: Path, seed: int = 0) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = write_wordpiece_vocab(directory / "vocab.txt")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=512)
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=512)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
