@@ -114,6 +114,12 @@ def test_cross_encoder_long_document_is_truncated_not_refused(bert_stack: Runnin
     served = [item["score"] for item in sorted(reply["data"], key=lambda item: item["index"])]
     reference = bert_reference(bert_model, QUERY, [long_document, DOCUMENTS[1]], max_length=512)  # longest_first
     assert max(abs(a - b) for a, b in zip(served, reference)) < TOLERANCE, (served, reference)
+    # Through the gateway, which adds the policy itself: the same scores, and rerank works too.
+    status, through = http_post_json(bert_stack.gateway_url + "/v1/score", body)
+    assert status == 200, through
+    assert [item["score"] for item in sorted(through["data"], key=lambda item: item["index"])] == served
+    status, ranked = http_post_json(bert_stack.gateway_url + "/v1/rerank", {"model": bert_stack.served_name, "query": QUERY, "documents": [long_document, DOCUMENTS[1]]})
+    assert status == 200 and len(ranked["results"]) == 2, ranked
 
 
 # --- a Qwen3-Reranker in its original format ----------------------------------------------------------------
@@ -202,6 +208,8 @@ def test_qwen3_reranker_long_document_is_truncated_before_the_template(qwen_stac
     assert status == 200, reply
     kept = " ".join(long_document.split()[: truncated["max_tokens_per_doc"]])  # one token per word here
     assert abs(reply["data"][0]["score"] - qwen_reference.scores(QUERY, [kept])[0]) < TOLERANCE
+    status, through = http_post_json(qwen_stack.gateway_url + "/v1/score", body)  # the gateway adds the budgets
+    assert status == 200 and through["data"][0]["score"] == reply["data"][0]["score"], through
 
 
 def test_quality_check_passes_with_the_template(qwen_stack: RunningStack) -> None:

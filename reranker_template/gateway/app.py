@@ -21,6 +21,8 @@ from yarl import URL
 
 from ..config import Settings
 from ..paths import Paths
+from ..truncation import ROUTES as TRUNCATION_ROUTES
+from ..truncation import DefaultTruncation, apply_default_truncation, default_truncation
 from . import auth, landing
 from .health import RETRY_AFTER, UpstreamState, health_report, poll_upstream, read_json_file
 from .metrics import GatewayMetrics
@@ -141,6 +143,8 @@ class Gateway:
         self.static = landing.static_assets()
         self.session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
+        # The plan does not change while the stack runs: the truncation policy is fixed at start.
+        self.truncation: DefaultTruncation | None = default_truncation(self.settings, self.plan())
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self, app: web.Application) -> None:
@@ -331,12 +335,24 @@ class Gateway:
         length = request.content_length
         if length is not None and length > self.max_body:
             raise BodyTooLarge()
+        if self.truncation is not None and request.method == "POST" and request.path.rstrip("/") in TRUNCATION_ROUTES:
+            return await self.truncated_body(request)
         if length is not None and length <= SMALL_BODY:
             data = await request.read()
             if length <= JSON_CHECK_LIMIT and "json" in request.headers.get(hdrs.CONTENT_TYPE, ""):
                 json.loads(data)  # ValueError -> 400 in proxy()
             return data
         return limited(request.content, self.max_body)
+
+    async def truncated_body(self, request: web.Request) -> bytes:
+        """A rerank/score body with the default truncation fields added (see truncation.py).
+
+        Read whole (bounded by MAX_REQUEST_BYTES through client_max_size): the fields go into the JSON.
+        """
+        data = await request.read()
+        body = json.loads(data)  # ValueError -> 400 in proxy()
+        changed = apply_default_truncation(request.path, body, self.truncation)
+        return data if changed is body else json.dumps(changed).encode()
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         if not self.state.ready:
