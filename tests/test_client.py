@@ -139,19 +139,34 @@ def test_errors_carry_the_servers_message_and_status(minilm_stack) -> None:
 
 
 @pytest.mark.vllm
-def test_the_official_cohere_client_reranks_through_the_gateway(minilm_stack) -> None:
-    """Seed 001's example, host/port/token aside."""
+def test_the_official_cohere_client_reranks_through_the_gateway(minilm_stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """Seed 001's Cohere example, exactly as written there (host, port and key aside)."""
     import cohere
 
-    co = cohere.ClientV2(minilm_stack.token, base_url=minilm_stack.gateway_url)
-    result = co.rerank(model="minilm", query=QUERY, documents=DOCS)
-    assert {doc.index for doc in result.results[:2]} == TEA
-    # Our endpoint returns the documents; cohere 5 parses them into `.document.text` (as in seed 001), cohere 7
-    # dropped the field from its v2 result type and leaves the dict the server sent.
-    document = result.results[0].document
-    text = document.text if hasattr(document, "text") else document["text"]
-    assert text == DOCS[result.results[0].index]
-    assert result.results[0].relevance_score >= result.results[-1].relevance_score
+    IP_ADDRESS = "127.0.0.1"
+    PORT = minilm_stack.env["GATEWAY_PORT"]
+    VLLM_API_KEY = minilm_stack.token
+
+    def cohere_rerank(query, documents):
+        base_url = f"http://{IP_ADDRESS}:{PORT}"
+        co = cohere.ClientV2(VLLM_API_KEY, base_url=base_url)
+
+        result = co.rerank(
+            model="minilm",
+            query=query,
+            documents=documents
+        )
+
+        for doc in result.results:
+            print(f"Score: {doc.relevance_score:.6f} | {doc.document.text[:60]}...")
+
+    cohere_rerank(QUERY, DOCS)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(DOCS)
+    scores = [float(line.split("|")[0].split()[1]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+    top_two = {line.split("| ", 1)[1].rstrip(".") for line in lines[:2]}
+    assert top_two == {DOCS[i][:60] for i in TEA}
 
 
 @pytest.mark.vllm
