@@ -4,6 +4,7 @@ the browser cookie flow, CSRF refusal, and the token helpers."""
 from __future__ import annotations
 
 import base64
+import time
 import os
 import stat
 from pathlib import Path
@@ -173,7 +174,11 @@ def test_cookie_authenticated_cross_site_post_is_refused(gateway: GatewayProcess
 def test_tokens_never_reach_the_log(gateway: GatewayProcess) -> None:
     requests.get(f"{gateway.url}/v1/models?token={TOKEN}", timeout=5)
     requests.get(f"{gateway.url}/v1/models?token=wrong-guess", timeout=5)
+    deadline = time.monotonic() + 10  # the access log is written in batches, twice a second
     text = gateway.log_text()
+    while text.count("GET /v1/models") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        text = gateway.log_text()
     assert "token=REDACTED" in text
     assert TOKEN not in text and OTHER not in text and "wrong-guess" not in text
 
