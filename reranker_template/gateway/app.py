@@ -368,6 +368,8 @@ class Gateway:
             data = await self.request_body(request)
         except ValueError as exc:
             return json_error(400, f"request body is not valid JSON: {exc}", "BadRequestError")
+        except RecursionError:  # json.loads of something like '[[[[...' 100,000 levels deep
+            return json_error(400, "request body is not valid JSON: nested too deeply", "BadRequestError")
         except ConnectionResetError:
             return client_gone()
         headers = forward_request_headers(request.headers, self.cookie)
