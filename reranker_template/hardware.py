@@ -13,7 +13,8 @@ from typing import Mapping
 
 from .gpus import Gpu, detect_gpus
 
-# CPU flags that give bf16 arithmetic in hardware; without them bf16 is emulated and slow.
+# CPU flags that give half-precision arithmetic in hardware; without them it is emulated and slow.
+FP16_CPU_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
@@ -21,6 +22,10 @@ BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 class CpuInfo:
     cores: int
     flags: frozenset[str] = frozenset()
+
+    @property
+    def has_fp16(self) -> bool:
+        return bool(self.flags & FP16_CPU_FLAGS)
 
     @property
     def has_bf16(self) -> bool:

@@ -8,7 +8,7 @@ Three kinds of scorer, each checked against how its authors compute a score:
 And the boot-time known-answer check: it fails for the Qwen3 model served without its score template (the
 mistake users make) and passes with it.
 
-Models are served in float32 (VLLM_ARGS wins over the CPU bf16 default), so 1e-3 measures correctness,
+Models are served in float32 (VLLM_ARGS wins over the CPU half-precision default), so 1e-3 measures correctness,
 not rounding.
 """
 
@@ -256,8 +256,8 @@ def test_embedding_model_scores_are_cosine_of_mean_pooled_embeddings(minilm_stac
     reference = [torch.nn.functional.cosine_similarity(query, embed(d), dim=0).item() for d in documents]
     plan = json.loads((minilm_stack.state_dir / "plan.json").read_text())
     dtype = plan["vllm_command"][plan["vllm_command"].index("--dtype") + 1]
-    # The shared MiniLM stack runs as users get it on this CPU (bfloat16: 8 significant bits), so its
-    # cosines are compared at bf16 precision; the float32 comparisons above hold the 1e-3 line.
+    # The shared MiniLM stack runs as users get it on this CPU (half precision: float16 or bfloat16), so its
+    # cosines are compared at half precision; the float32 comparisons above hold the 1e-3 line.
     tolerance = TOLERANCE if dtype == "float32" else 2e-2
     worst = max(abs(a - b) for a, b in zip(served, reference))
     assert worst < tolerance, (served, reference, dtype)

@@ -11,13 +11,14 @@ from reranker_template.modelinfo import ModelInfo
 from reranker_template.plan import make_plan
 from reranker_template.vllm_args import UserArgs, canonical_option
 
+CPU_FP16 = Hardware(cpu=CpuInfo(cores=2, flags=frozenset({"avx512f", "avx512_bf16", "avx512_fp16"})))
 CPU_BF16 = Hardware(cpu=CpuInfo(cores=2, flags=frozenset({"avx512f", "avx512_bf16"})))
 CPU_PLAIN = Hardware(cpu=CpuInfo(cores=2, flags=frozenset({"avx2"})))
 RUNTIME = Runtime(python="/venv/bin/python", openmp_library="/venv/lib/libiomp5.so")
 MINILM = ModelInfo(name="/m", source="local", config={"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512})
 
 
-def plan_for(env: dict[str, str], hardware: Hardware = CPU_BF16, model: ModelInfo = MINILM):
+def plan_for(env: dict[str, str], hardware: Hardware = CPU_FP16, model: ModelInfo = MINILM):
     return make_plan(load_settings({"MODEL_NAME": "/m", **env}), hardware, model, RUNTIME)
 
 
@@ -40,24 +41,28 @@ def test_vllm_runs_through_python_module_on_loopback() -> None:
     assert option_value(command, "--model") == "/m"
 
 
-def test_cpu_mode_uses_bf16_and_intel_openmp_when_the_cpu_has_bf16() -> None:
+def test_cpu_mode_uses_float16_and_intel_openmp_when_the_cpu_has_fp16() -> None:
     plan = plan_for({})
     assert plan.device == "cpu" and plan.gpu_count == 0
-    assert option_value(plan.vllm_command, "--dtype") == "bfloat16"
+    assert option_value(plan.vllm_command, "--dtype") == "float16"
     assert plan.vllm_env["LD_PRELOAD"] == "/venv/lib/libiomp5.so"
-    assert any("bf16" in reason for reason in plan.reasons)
+    assert any("avx512_fp16" in reason for reason in plan.reasons)
 
 
-def test_cpu_mode_without_bf16_instructions_uses_float32() -> None:
+def test_cpu_mode_with_bf16_but_no_fp16_uses_bfloat16() -> None:
+    assert option_value(plan_for({}, hardware=CPU_BF16).vllm_command, "--dtype") == "bfloat16"
+
+
+def test_cpu_mode_without_half_precision_instructions_uses_float32() -> None:
     assert option_value(plan_for({}, hardware=CPU_PLAIN).vllm_command, "--dtype") == "float32"
 
 
-@pytest.mark.parametrize("spelling", ["--dtype float16", "--dtype=float16", "--dtype float16 --dtype float16"])
+@pytest.mark.parametrize("spelling", ["--dtype float32", "--dtype=float32", "--dtype float32 --dtype float32"])
 def test_user_flag_wins_over_ours(spelling: str) -> None:
     plan = plan_for({"VLLM_ARGS": spelling})
     dtype_positions = [i for i, token in enumerate(plan.vllm_command) if token.startswith("--dtype")]
     values = [plan.vllm_command[i].split("=", 1)[1] if "=" in plan.vllm_command[i] else plan.vllm_command[i + 1] for i in dtype_positions]
-    assert set(values) == {"float16"}
+    assert set(values) == {"float32"}
     assert any("VLLM_ARGS sets it" in reason for reason in plan.reasons)
 
 
