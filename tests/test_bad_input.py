@@ -99,8 +99,10 @@ def assert_json_error(status: int, headers: dict[str, str], body: bytes) -> str:
         b'{"model": "minilm", "query": "\xff\xfe", "documents": ["a"]}',  # JSON, but not UTF-8
         b"",
         b'{"a": ' * 100_000,  # deep nesting, cut short
+        b"[" * 100_000 + b"]" * 100_000,  # deep nesting, complete
+        b'{"model": "minilm", "query": "q", "documents": ["a"]} trailing',
     ],
-    ids=["truncated", "text", "binary", "non-utf8-string", "empty", "deep-nesting"],
+    ids=["truncated", "text", "binary", "non-utf8-string", "empty", "deep-nesting", "deep-nesting-complete", "trailing-garbage"],
 )
 def test_malformed_json_is_400_json(stack: RunningStack, body: bytes) -> None:
     response = requests.post(stack.gateway_url + "/v1/rerank", data=body, timeout=30,
@@ -158,11 +160,8 @@ def test_score_wrong_types_are_4xx_json(stack: RunningStack, body: Any) -> None:
 ])
 def test_empty_documents_list(stack: RunningStack, route: str, body: dict) -> None:
     response = requests.post(stack.gateway_url + route, json=body, headers=bearer(stack), timeout=30)
-    if response.status_code == 200:  # nothing to rank is a valid, empty answer
-        data = response.json()
-        assert data.get("results", data.get("data")) == [], data
-    else:
-        error_message(response)
+    assert response.status_code == 400
+    assert "at least one" in error_message(response).lower()
 
 
 def test_ten_thousand_documents(stack: RunningStack) -> None:

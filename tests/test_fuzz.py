@@ -23,7 +23,7 @@ from stack_runner import RunningStack
 pytestmark = pytest.mark.vllm
 
 FUZZ = settings(
-    max_examples=120,
+    max_examples=200,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -75,7 +75,8 @@ def post(stack: RunningStack, route: str, body: bytes) -> requests.Response:
     query=st.one_of(texts, json_values),
     docs=documents,
     extra=st.dictionaries(st.sampled_from(["top_n", "return_documents", "truncate_prompt_tokens", "priority",
-                                           "max_tokens_per_doc", "user", "request_id", "softmax", "use_activation"]),
+                                           "max_tokens_per_doc", "user", "request_id", "softmax", "use_activation",
+                                           "instruction", "chat_template_kwargs", "max_tokens_per_query"]),
                           json_values, max_size=3),
     route=st.sampled_from(["/v1/rerank", "/v2/rerank", "/rerank"]),
 )
@@ -136,7 +137,7 @@ def test_fuzz_routes_methods_and_headers(stack: RunningStack, method: str, route
 
 
 @FUZZ
-@given(authorization=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=120),
+@given(authorization=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=120).map(str.lstrip),
        token=st.text(max_size=40))
 def test_fuzz_credentials_never_let_a_wrong_token_in(stack: RunningStack, authorization: str, token: str) -> None:
     if stack.token in authorization or stack.token in token:
