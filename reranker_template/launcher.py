@@ -61,11 +61,16 @@ class OutputPump(threading.Thread):
                 self.tail.append(line.decode("utf-8", "replace").rstrip())
 
     def failure_reason(self) -> str:
-        """The most telling line of the tail: the last error or exception, else the last line."""
+        """The most telling line of the tail: the last error or exception, else the last line. An indented
+        line right after it is its detail (pydantic's "1 validation error for ModelConfig" says what only
+        on the next line), so it is kept too."""
         lines = [line for line in self.tail if line.strip()]
-        for line in reversed(lines):
+        for i in range(len(lines) - 1, -1, -1):
+            line = lines[i]
             if "Error" in line or "Exception" in line or "error:" in line:
-                return line.split(" ", 2)[-1] if line.startswith(("(", "ERROR", "INFO")) else line
+                reason = line.split(" ", 2)[-1] if line.startswith(("(", "ERROR", "INFO")) else line
+                detail = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1][:1].isspace() else ""
+                return f"{reason}: {detail}" if detail else reason
         return lines[-1] if lines else "vLLM exited without output"
 
 
