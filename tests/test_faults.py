@@ -205,3 +205,18 @@ def _new_vllm_started(stack: RunningStack, old_launcher: int) -> bool:
     except AssertionError:
         return False
     return launcher != old_launcher and len(children(launcher)) == 1
+
+
+def test_too_long_max_length_ends_fatal_with_the_cause(tmp_path: Path, vllm_cache_root: Path) -> None:
+    """A flag vLLM refuses at load (MiniLM knows 256 positions): retried once, then FATAL, and /health
+    names the cause instead of a bare "validation error". (A broken model: test_stack.py.)"""
+    broken = start_stack(tmp_path, str(minilm_dir()), served_name="minilm", wait=False, cache_root=vllm_cache_root,
+                         extra_env={"VLLM_ARGS": "--max-model-len 100000", "QUALITY_CHECK": "false"})
+    try:
+        wait_for(lambda: "FATAL" in broken.supervisorctl("status", "vllm"), RESTART_TIMEOUT, "vllm FATAL", broken)
+        code, body = health(broken)
+        assert code == 503 and body["status"] == "failed", body
+        assert "max_model_len (100000)" in body["reason"], body
+        assert broken.log_text().count("[launcher] vLLM cannot serve") == 2  # retried once, not in a loop
+    finally:
+        broken.stop()
