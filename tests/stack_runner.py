@@ -87,8 +87,8 @@ def stack_env(base: Path, model: str, served_name: str, extra: dict[str, str] | 
 
 @dataclass
 class RunningStack:
-    process: subprocess.Popen[bytes]
-    env: dict[str, str]
+    process: subprocess.Popen[bytes] = field(repr=False)
+    env: dict[str, str] = field(repr=False)  # long: kept out of failure messages
     output: Path
     served_name: str
     token: str = TEST_TOKEN
