@@ -119,7 +119,8 @@ def test_cross_encoder_long_document_is_truncated_not_refused(bert_stack: Runnin
     # Through the gateway, which adds the policy itself: the same scores, and rerank works too.
     status, through = http_post_json(bert_stack.gateway_url + "/v1/score", body)
     assert status == 200, through
-    assert [item["score"] for item in sorted(through["data"], key=lambda item: item["index"])] == served
+    through_scores = [item["score"] for item in sorted(through["data"], key=lambda item: item["index"])]
+    assert max(abs(a - b) for a, b in zip(through_scores, served)) < TOLERANCE, (through_scores, served)
     status, ranked = http_post_json(bert_stack.gateway_url + "/v1/rerank", {"model": bert_stack.served_name, "query": QUERY, "documents": [long_document, DOCUMENTS[1]]})
     assert status == 200 and len(ranked["results"]) == 2, ranked
 
@@ -211,7 +212,7 @@ def test_qwen3_reranker_long_document_is_truncated_before_the_template(qwen_stac
     kept = " ".join(long_document.split()[: truncated["max_tokens_per_doc"]])  # one token per word here
     assert abs(reply["data"][0]["score"] - qwen_reference.scores(QUERY, [kept])[0]) < TOLERANCE
     status, through = http_post_json(qwen_stack.gateway_url + "/v1/score", body)  # the gateway adds the budgets
-    assert status == 200 and through["data"][0]["score"] == reply["data"][0]["score"], through
+    assert status == 200 and abs(through["data"][0]["score"] - reply["data"][0]["score"]) < TOLERANCE, through
 
 
 def test_quality_check_passes_with_the_template(qwen_stack: RunningStack) -> None:
