@@ -14,9 +14,10 @@ from pathlib import Path
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-class FakeHub:
-    def __init__(self, repos: dict[str, Path]) -> None:
-        self.repos = repos
+class LoopbackHub:
+    """An HTTP server on 127.0.0.1 that answers GET/HEAD through `route(path)` and records every request."""
+
+    def __init__(self) -> None:
         self.requests: list[str] = []
         hub = self
 
@@ -45,6 +46,25 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def route(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        raise NotImplementedError
+
+    def __enter__(self) -> "LoopbackHub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeHub(LoopbackHub):
+    """Serves local model directories as hub repositories, real files included."""
+
+    def __init__(self, repos: dict[str, Path]) -> None:
+        super().__init__()
+        self.repos = repos
+
     def files(self, repo: str) -> dict[str, Path]:
         root = self.repos[repo]
         return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
@@ -70,11 +90,3 @@ class FakeHub:
                     etag = '"' + hashlib.sha256(data).hexdigest() + '"'
                     return 200, {"X-Repo-Commit": REVISION, "ETag": etag, "Content-Type": "application/octet-stream"}, data
         return 404, {"X-Error-Code": "RepoNotFound", "Content-Type": "application/json"}, b'{"error": "Repository not found"}'
-
-    def __enter__(self) -> "FakeHub":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()

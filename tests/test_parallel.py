@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_hub import LoopbackHub
 from reranker_template import cli
 from reranker_template.modelinfo import ModelInfo, inspect_model
 from reranker_template.parallel import required_gpu_memory_gib, tp_problem
@@ -510,7 +511,7 @@ def test_reranker_plan_command(tmp_path: Path) -> None:
     assert result.stderr.startswith("reranker: PARALLEL_MODE=dp") and result.stderr.count("\n") == 1
 
 
-class FakeHub:
+class FakeHub(LoopbackHub):
     """The Hugging Face hub's metadata API on loopback (the real hub is unreachable here).
 
     It serves /api/models/<repo> (file listing with sizes) and /<repo>/resolve/<rev>/<file> for the small
@@ -518,38 +519,8 @@ class FakeHub:
     """
 
     def __init__(self, models: list[str]) -> None:
-        import http.server
-        import threading
-
-        self.requests: list[str] = []
+        super().__init__()
         self.repos = {repo_id(m): MODELS / MODEL_DIRS[m] for m in models}
-        hub = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self.answer(body=False)
-
-            def do_GET(self) -> None:
-                self.answer(body=True)
-
-            def answer(self, body: bool) -> None:
-                hub.requests.append(f"{self.command} {self.path}")
-                path = self.path.split("?", 1)[0]
-                status, headers, payload = hub.route(path)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if body:
-                    self.wfile.write(payload)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     REVISION = "fedcba9876543210fedcba9876543210fedcba98"
 
@@ -571,13 +542,6 @@ class FakeHub:
                     return 200, {"X-Repo-Commit": self.REVISION, "ETag": etag, "Content-Type": "application/json"}, data
         return 404, {"X-Error-Code": "EntryNotFound"}, b'{"error": "not found"}'
 
-    def __enter__(self) -> "FakeHub":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_reranker_plan_reads_hub_metadata_without_downloading_weights(tmp_path: Path) -> None:
