@@ -8,9 +8,11 @@ process of the stack still alive, so nothing is ever left behind.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import stat
 import sys
 import time
 import uuid
@@ -141,6 +143,7 @@ class StackRunner:
 
     def run(self) -> int:
         argv = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.conf)]
+        append_stdout_if_file()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_signal)
         self.supervisord_pid = os.spawnve(os.P_NOWAIT, argv[0], argv, self.child_env())
@@ -167,6 +170,17 @@ class StackRunner:
                 continue
             if pid == self.supervisord_pid:
                 return os.waitstatus_to_exitcode(status) if self.stop_requested_at is None else 0
+
+
+def append_stdout_if_file() -> None:
+    """supervisord reopens /dev/stdout for each program: with stdout redirected to a file (not a pipe),
+    each reopening has its own offset and the services overwrite each other's lines. In append mode every
+    writer writes at the end."""
+    try:
+        if stat.S_ISREG(os.fstat(1).st_mode):
+            fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_APPEND)
+    except OSError:
+        pass
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -211,3 +211,30 @@ def test_model_that_cannot_load_ends_fatal_with_reason(tmp_path: Path) -> None:
     finally:
         stack.stop()
     assert_no_process_left(stack)
+
+
+# --- PROVISIONING_SCRIPT runs under supervisord before the launcher goes on -------------------------------
+
+
+def test_provisioning_script_runs_once_before_vllm(tmp_path: Path) -> None:
+    """The provisioning program runs the script; the launcher waits for it, then goes on (here to a model
+    that fails preflight at once, which keeps the test fast). A second start does not run it again."""
+    script = tmp_path / "provision.sh"
+    script.write_text("#!/bin/sh\necho provisioning-ran >> \"$PROVISION_OUT\"\nsleep 2\necho done-provisioning\n")
+    runs = tmp_path / "runs.txt"
+    env = {"PROVISIONING_SCRIPT": str(script), "PROVISION_OUT": str(runs)}
+    for attempt in (1, 2):
+        stack = start_stack(tmp_path / "run", "nobody/not-cached-anywhere", extra_env=env, wait=False)
+        try:
+            deadline = time.monotonic() + 120
+            while "giving up" not in stack.log_text() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            log = stack.log_text()
+        finally:
+            stack.stop()
+        assert "giving up" in log, log[-3000:]
+        if attempt == 1:
+            assert "waiting for PROVISIONING_SCRIPT to finish" in log
+            assert log.index("done-provisioning") < log.index("not in the Hugging Face cache")
+            assert "done-provisioning" in (stack.state_dir / "logs" / "provisioning.log").read_text()
+    assert runs.read_text().splitlines() == ["provisioning-ran"]
