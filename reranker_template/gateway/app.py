@@ -143,8 +143,10 @@ class Gateway:
         self.static = landing.static_assets()
         self.session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
-        # The plan does not change while the stack runs: the truncation policy is fixed at start.
-        self.truncation: DefaultTruncation | None = default_truncation(self.settings, self.plan())
+        # The stack writes plan.json before any service starts and never changes it while it runs:
+        # read it once, not on every /health and page.
+        self._plan: dict[str, Any] = read_json_file(config.paths.plan_file)
+        self.truncation: DefaultTruncation | None = default_truncation(self.settings, self._plan)
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self, app: web.Application) -> None:
@@ -172,7 +174,7 @@ class Gateway:
 
     # --- facts -----------------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:
-        return read_json_file(self.config.paths.plan_file)
+        return self._plan
 
     def served_model(self, plan: Mapping[str, Any] | None = None) -> str:
         plan = self.plan() if plan is None else plan
