@@ -29,7 +29,7 @@ ENV HF_HOME=/workspace/.cache/huggingface \
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # OpenSSH, for `ssh -L 18000:localhost:18000`: Vast's entrypoint mode (our template's runtype) starts no
-# SSH server, so the image runs its own, and only when SSH_PUBLIC_KEY is set (reranker_template/sshd.py:
+# SSH server, so the image runs its own, and only when SSH_PUBLIC_KEY is set (reranker_template/serve/sshd.py:
 # key-only, local forwarding only). The package's host keys go: each instance generates its own at first
 # boot and keeps them in the state directory on /workspace.
 # The version is left to the base image's Ubuntu release on purpose: a network daemon must get its
@@ -66,6 +66,6 @@ EXPOSE 8000 22 18000
 # 200 once vLLM is ready, 503 while it downloads or loads (a big model can take many minutes, hence
 # the long start period); copes with ENABLE_HTTPS's self-signed certificate and GATEWAY_PORT.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=30m --retries=3 \
-    CMD ["python3", "-m", "reranker_template.healthcheck"]
+    CMD ["python3", "-m", "reranker_template.serve.healthcheck"]
 
 ENTRYPOINT ["reranker", "boot"]

@@ -29,7 +29,7 @@ import sys
 from huggingface_hub import snapshot_download
 
 try:
-    from reranker_template.download import IGNORE_PATTERNS
+    from reranker_template.serve.download import IGNORE_PATTERNS
 except ImportError:  # running outside the image: skip formats vLLM never loads
     IGNORE_PATTERNS = ["*.onnx", "onnx/*", "*.gguf", "openvino/*", "*.h5", "*.msgpack"]
 

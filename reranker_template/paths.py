@@ -9,9 +9,9 @@ uses user-writable XDG paths so it needs no root. RERANKER_STATE_DIR / RERANKER_
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 CONTAINER_LOG_DIR = Path("/var/log/portal")
 WORKSPACE = Path("/workspace")

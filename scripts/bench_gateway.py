@@ -39,9 +39,15 @@ RERANK_BODY = {
     ],
 }
 FAKE_RESPONSE = json.dumps(
-    {"id": "rerank-bench", "model": "bench", "usage": {"total_tokens": 60},
-     "results": [{"index": i, "document": {"text": d}, "relevance_score": 0.9 - i / 10}
-                 for i, d in enumerate(RERANK_BODY["documents"])]}
+    {
+        "id": "rerank-bench",
+        "model": "bench",
+        "usage": {"total_tokens": 60},
+        "results": [
+            {"index": i, "document": {"text": d}, "relevance_score": 0.9 - i / 10}
+            for i, d in enumerate(RERANK_BODY["documents"])
+        ],
+    }
 ).encode()
 
 
@@ -62,7 +68,7 @@ class FastUpstream(asyncio.Protocol):
             length = int(match.group(1)) if match else 0
             if len(self.buffer) < end + 4 + length:
                 return
-            self.buffer = self.buffer[end + 4 + length:]
+            self.buffer = self.buffer[end + 4 + length :]
             body = b"" if head.startswith("GET /health") else FAKE_RESPONSE
             self.transport.write(  # type: ignore[attr-defined]
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
@@ -124,10 +130,8 @@ def wrk(url: str, body: dict, token: str | None, connections: int, duration: int
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    script = (
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(json.dumps(body))}\n"
-        + "".join(f'wrk.headers["{k}"] = {json.dumps(v)}\n' for k, v in headers.items())
+    script = f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n' + "".join(
+        f'wrk.headers["{k}"] = {json.dumps(v)}\n' for k, v in headers.items()
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
@@ -135,14 +139,18 @@ def wrk(url: str, body: dict, token: str | None, connections: int, duration: int
     try:
         out = subprocess.run(
             pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", lua, url]),
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         os.unlink(lua)
     if "Non-2xx" in out:
         raise SystemExit(f"bench: non-2xx answers from {url}:\n{out}")
-    result = {"rps": float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-              "requests": float(re.search(r"(\d+) requests in", out).group(1))}  # type: ignore[union-attr]
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),
+    }  # type: ignore[union-attr]
     for pct in ("50", "90", "99"):
         match = re.search(rf"^\s*{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         if match:
@@ -161,8 +169,11 @@ def show(label: str, result: dict[str, float]) -> None:
     extra = ""
     if "cpu_us" in result:
         extra = f"   CPU {result['cpu_us']:.0f} us/request = {1e6 / result['cpu_us']:.0f} req/s per busy core"
-    print(f"{label:<30} {result['rps']:>8.0f} req/s   p50 {result.get('p50_ms', 0):6.2f} ms   "
-          f"p90 {result.get('p90_ms', 0):6.2f} ms   p99 {result.get('p99_ms', 0):6.2f} ms{extra}", flush=True)
+    print(
+        f"{label:<30} {result['rps']:>8.0f} req/s   p50 {result.get('p50_ms', 0):6.2f} ms   "
+        f"p90 {result.get('p90_ms', 0):6.2f} ms   p99 {result.get('p99_ms', 0):6.2f} ms{extra}",
+        flush=True,
+    )
 
 
 # --- modes ---------------------------------------------------------------------------------------------
@@ -170,33 +181,71 @@ def bench_alone(args: argparse.Namespace) -> int:
     upstream_port, gateway_port = free_port(), free_port()
     token = "bench-token"
     state = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    env = {**os.environ, "API_KEYS": token, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gateway_port),
-           "VLLM_PORT": str(upstream_port), "RERANKER_STATE_DIR": str(state), "RERANKER_LOG_DIR": str(state),
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "API_KEYS": token,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(gateway_port),
+        "VLLM_PORT": str(upstream_port),
+        "RERANKER_STATE_DIR": str(state),
+        "RERANKER_LOG_DIR": str(state),
+        "PYTHONPATH": str(REPO),
+    }
     procs = []
     try:
-        procs.append(subprocess.Popen(pinned(args.load_cpu, [sys.executable, __file__, "upstream", "--port", str(upstream_port)])))
+        procs.append(
+            subprocess.Popen(
+                pinned(args.load_cpu, [sys.executable, __file__, "upstream", "--port", str(upstream_port)])
+            )
+        )
         wait_http(f"http://127.0.0.1:{upstream_port}/health")
         gateway_out = open(state / "stdout.log", "w")
-        procs.append(subprocess.Popen(pinned(args.gateway_cpu, [sys.executable, "-m", "reranker_template.cli", "gateway"]),
-                                      env=env, stdout=gateway_out, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                pinned(args.gateway_cpu, [sys.executable, "-m", "reranker_template.cli", "gateway"]),
+                env=env,
+                stdout=gateway_out,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_http(f"http://127.0.0.1:{gateway_port}/health")
         body = {"model": "bench", **RERANK_BODY}
-        print(f"gateway pinned to CPU {args.gateway_cpu}, upstream and wrk on CPU {args.load_cpu}; "
-              f"{args.connections} connections, {args.duration} s per run", flush=True)
-        show("upstream direct (reference)", wrk(f"http://127.0.0.1:{upstream_port}/v1/rerank", body, None,
-                                                args.connections, args.duration, args.load_cpu))
+        print(
+            f"gateway pinned to CPU {args.gateway_cpu}, upstream and wrk on CPU {args.load_cpu}; "
+            f"{args.connections} connections, {args.duration} s per run",
+            flush=True,
+        )
+        show(
+            "upstream direct (reference)",
+            wrk(
+                f"http://127.0.0.1:{upstream_port}/v1/rerank",
+                body,
+                None,
+                args.connections,
+                args.duration,
+                args.load_cpu,
+            ),
+        )
         results = []
         gateway_pid = procs[-1].pid
         for run in range(args.runs):
             before = cpu_seconds(gateway_pid)
-            result = wrk(f"http://127.0.0.1:{gateway_port}/v1/rerank", body, token, args.connections, args.duration, args.load_cpu)
+            result = wrk(
+                f"http://127.0.0.1:{gateway_port}/v1/rerank",
+                body,
+                token,
+                args.connections,
+                args.duration,
+                args.load_cpu,
+            )
             result["cpu_us"] = 1e6 * (cpu_seconds(gateway_pid) - before) / result["requests"]
             show(f"through gateway, run {run + 1}", result)
             results.append(result)
-        print(f"gateway alone: median {statistics.median(r['rps'] for r in results):.0f} req/s on one core; "
-              f"its CPU time per request: median {statistics.median(r['cpu_us'] for r in results):.0f} us "
-              f"(= {1e6 / statistics.median(r['cpu_us'] for r in results):.0f} req/s if it had the core to itself)")
+        print(
+            f"gateway alone: median {statistics.median(r['rps'] for r in results):.0f} req/s on one core; "
+            f"its CPU time per request: median {statistics.median(r['cpu_us'] for r in results):.0f} us "
+            f"(= {1e6 / statistics.median(r['cpu_us'] for r in results):.0f} req/s if it had the core to itself)"
+        )
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -209,8 +258,11 @@ def bench_compare(args: argparse.Namespace) -> int:
     wait_http(args.direct + "/health")
     wait_http(args.gateway + "/health")
     body = {"model": args.model, **RERANK_BODY, "documents": RERANK_BODY["documents"] * (args.documents // 4 or 1)}
-    print(f"{len(body['documents'])} documents per /v1/rerank, {args.connections} connections, "
-          f"{args.duration} s per run, {args.runs} rounds of direct then gateway", flush=True)
+    print(
+        f"{len(body['documents'])} documents per /v1/rerank, {args.connections} connections, "
+        f"{args.duration} s per run, {args.runs} rounds of direct then gateway",
+        flush=True,
+    )
     wrk(args.direct + "/v1/rerank", body, None, args.connections, 3, None)  # warm-up
     direct, gated = [], []
     for run in range(args.runs):
@@ -221,16 +273,19 @@ def bench_compare(args: argparse.Namespace) -> int:
     d_rps, g_rps = statistics.mean(r["rps"] for r in direct), statistics.mean(r["rps"] for r in gated)
     d_p50 = statistics.median(r["p50_ms"] for r in direct)
     g_p50 = statistics.median(r["p50_ms"] for r in gated)
-    print(f"gateway/direct throughput: {100 * g_rps / d_rps:.1f}% ({g_rps:.1f} vs {d_rps:.1f} req/s); "
-          f"median latency added: {g_p50 - d_p50:+.2f} ms ({g_p50:.2f} vs {d_p50:.2f} ms)", flush=True)
+    print(
+        f"gateway/direct throughput: {100 * g_rps / d_rps:.1f}% ({g_rps:.1f} vs {d_rps:.1f} req/s); "
+        f"median latency added: {g_p50 - d_p50:+.2f} ms ({g_p50:.2f} vs {d_p50:.2f} ms)",
+        flush=True,
+    )
     # At concurrency 16 a CPU vLLM's latency is mostly queueing, and its noise hides the gateway's share;
     # one connection at a time shows what the gateway adds to each request.
     solo_direct, solo_gated = [], []
     for run in range(args.runs):
         solo_direct.append(wrk(args.direct + "/v1/rerank", body, None, 1, args.duration, None))
-        show(f"direct vLLM, 1 connection", solo_direct[-1])
+        show("direct vLLM, 1 connection", solo_direct[-1])
         solo_gated.append(wrk(args.gateway + "/v1/rerank", body, args.token, 1, args.duration, None))
-        show(f"through gateway, 1 connection", solo_gated[-1])
+        show("through gateway, 1 connection", solo_gated[-1])
     d1 = statistics.median(r["p50_ms"] for r in solo_direct)
     g1 = statistics.median(r["p50_ms"] for r in solo_gated)
     print(f"one connection: median latency added by the gateway {g1 - d1:+.2f} ms ({g1:.2f} vs {d1:.2f} ms)")

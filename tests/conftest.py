@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from stack_runner import RunningStack, minilm_dir, start_stack
+from support.stack_runner import RunningStack, minilm_dir, start_stack
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +21,8 @@ def minilm_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path
 
     Shared by every module: tests against it must not change its state (no kills, no restarts).
     """
-    stack = start_stack(tmp_path_factory.mktemp("minilm-stack"), str(minilm_dir()), served_name="minilm", cache_root=vllm_cache_root)
+    stack = start_stack(
+        tmp_path_factory.mktemp("minilm-stack"), str(minilm_dir()), served_name="minilm", cache_root=vllm_cache_root
+    )
     yield stack
     stack.stop()

@@ -14,13 +14,14 @@ import json
 import re
 import socket
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
+from support.stack_runner import RunningStack
 
 from reranker_template.gateway.app import strip_token_param
-from stack_runner import RunningStack
 
 pytestmark = pytest.mark.vllm
 
@@ -102,11 +103,24 @@ def assert_json_error(status: int, headers: dict[str, str], body: bytes) -> str:
         b"[" * 100_000 + b"]" * 100_000,  # deep nesting, complete
         b'{"model": "minilm", "query": "q", "documents": ["a"]} trailing',
     ],
-    ids=["truncated", "text", "binary", "non-utf8-string", "empty", "deep-nesting", "deep-nesting-complete", "trailing-garbage"],
+    ids=[
+        "truncated",
+        "text",
+        "binary",
+        "non-utf8-string",
+        "empty",
+        "deep-nesting",
+        "deep-nesting-complete",
+        "trailing-garbage",
+    ],
 )
 def test_malformed_json_is_400_json(stack: RunningStack, body: bytes) -> None:
-    response = requests.post(stack.gateway_url + "/v1/rerank", data=body, timeout=30,
-                             headers={**bearer(stack), "Content-Type": "application/json"})
+    response = requests.post(
+        stack.gateway_url + "/v1/rerank",
+        data=body,
+        timeout=30,
+        headers={**bearer(stack), "Content-Type": "application/json"},
+    )
     assert response.status_code == 400, response.text[:300]
     error_message(response)
 
@@ -128,8 +142,21 @@ def test_malformed_json_is_400_json(stack: RunningStack, body: bytes) -> None:
         "just a string",
         None,
     ],
-    ids=["query-int", "documents-str", "documents-ints", "documents-objects", "documents-null", "no-documents",
-         "top_n-str", "top_n-negative", "model-int", "unknown-model", "array", "string", "null"],
+    ids=[
+        "query-int",
+        "documents-str",
+        "documents-ints",
+        "documents-objects",
+        "documents-null",
+        "no-documents",
+        "top_n-str",
+        "top_n-negative",
+        "model-int",
+        "unknown-model",
+        "array",
+        "string",
+        "null",
+    ],
 )
 def test_wrong_types_are_4xx_json(stack: RunningStack, body: Any) -> None:
     response = requests.post(stack.gateway_url + "/v1/rerank", json=body, headers=bearer(stack), timeout=30)
@@ -154,10 +181,13 @@ def test_score_wrong_types_are_4xx_json(stack: RunningStack, body: Any) -> None:
     error_message(response)
 
 
-@pytest.mark.parametrize("route, body", [
-    ("/v1/rerank", {"model": "minilm", "query": "q", "documents": []}),
-    ("/v1/score", {"model": "minilm", "text_1": "q", "text_2": []}),
-])
+@pytest.mark.parametrize(
+    "route, body",
+    [
+        ("/v1/rerank", {"model": "minilm", "query": "q", "documents": []}),
+        ("/v1/score", {"model": "minilm", "text_1": "q", "text_2": []}),
+    ],
+)
 def test_empty_documents_list(stack: RunningStack, route: str, body: dict) -> None:
     response = requests.post(stack.gateway_url + route, json=body, headers=bearer(stack), timeout=30)
     assert response.status_code == 400
@@ -167,8 +197,12 @@ def test_empty_documents_list(stack: RunningStack, route: str, body: dict) -> No
 def test_ten_thousand_documents(stack: RunningStack) -> None:
     documents = [f"doc {i}" for i in range(10_000)]
     started = time.monotonic()
-    response = requests.post(stack.gateway_url + "/v1/rerank", headers=bearer(stack), timeout=170,
-                             json={"model": "minilm", "query": "doc 42", "documents": documents, "top_n": 3})
+    response = requests.post(
+        stack.gateway_url + "/v1/rerank",
+        headers=bearer(stack),
+        timeout=170,
+        json={"model": "minilm", "query": "doc 42", "documents": documents, "top_n": 3},
+    )
     if response.status_code == 200:  # served: then completely and correctly
         results = response.json()["results"]
         assert len(results) == 3 and results[0]["index"] == 42, results
@@ -179,8 +213,9 @@ def test_ten_thousand_documents(stack: RunningStack) -> None:
 
 def test_wrong_content_type_with_json_body(stack: RunningStack) -> None:
     body = json.dumps({"model": "minilm", "query": "q", "documents": ["a"]}).encode()
-    response = requests.post(stack.gateway_url + "/v1/rerank", data=body, timeout=30,
-                             headers={**bearer(stack), "Content-Type": "text/plain"})
+    response = requests.post(
+        stack.gateway_url + "/v1/rerank", data=body, timeout=30, headers={**bearer(stack), "Content-Type": "text/plain"}
+    )
     if response.status_code != 200:
         error_message(response)
 
@@ -188,8 +223,10 @@ def test_wrong_content_type_with_json_body(stack: RunningStack) -> None:
 def test_hundred_megabyte_body_is_refused_before_it_is_read(stack: RunningStack) -> None:
     """413 JSON as soon as the headers announce it: the gateway neither reads nor buffers 100 MB."""
     size = 100 * 1024 * 1024
-    head = (f"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
     started = time.monotonic()
     status, headers, body = raw_exchange(stack, head + b"[" + b" " * 65536)
     assert status == 413 and "MAX_REQUEST_BYTES" in assert_json_error(status, headers, body)
@@ -206,8 +243,12 @@ def test_hundred_megabyte_chunked_body_is_cut_at_the_limit(stack: RunningStack) 
             yield chunk
 
     try:
-        response = requests.post(stack.gateway_url + "/v1/rerank", data=body(), timeout=60,
-                                 headers={**bearer(stack), "Content-Type": "application/json"})
+        response = requests.post(
+            stack.gateway_url + "/v1/rerank",
+            data=body(),
+            timeout=60,
+            headers={**bearer(stack), "Content-Type": "application/json"},
+        )
     except requests.ConnectionError:
         return  # the gateway answered 413 and closed while we were still sending: also a refusal
     assert response.status_code == 413, response.text[:300]
@@ -219,8 +260,10 @@ def test_body_shorter_than_announced(stack: RunningStack) -> None:
     nothing that breaks it (the module fixture checks the gateway is still the same process)."""
     port = int(stack.env["GATEWAY_PORT"])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":".encode())
+        sock.sendall(
+            f"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\n"
+            'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":'.encode()
+        )
     assert requests.get(stack.gateway_url + "/health", timeout=10).status_code == 200
 
 
@@ -243,7 +286,9 @@ def test_body_shorter_than_announced(stack: RunningStack) -> None:
 )
 def test_path_traversal_finds_nothing(stack: RunningStack, path: str) -> None:
     status, headers, body = raw_exchange(
-        stack, f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\nConnection: close\r\n\r\n".encode())
+        stack,
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\nConnection: close\r\n\r\n".encode(),
+    )
     assert 400 <= status < 500, (status, body[:300])
     assert headers.get("content-type", "").startswith("application/json"), (headers, body[:300])
     assert b"root:" not in body and b"import" not in body
@@ -291,8 +336,21 @@ def test_odd_request_targets_and_expectations_are_json(stack: RunningStack, requ
         b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
     ],
-    ids=["20KB-header", "300-headers", "10KB-url", "non-utf8-path", "non-utf8-query", "bad-method-token", "unregistered-method",
-         "bad-version", "control-chars-in-header", "tls-hello", "bad-content-length", "length-and-chunked", "bad-chunk-size"],
+    ids=[
+        "20KB-header",
+        "300-headers",
+        "10KB-url",
+        "non-utf8-path",
+        "non-utf8-query",
+        "bad-method-token",
+        "unregistered-method",
+        "bad-version",
+        "control-chars-in-header",
+        "tls-hello",
+        "bad-content-length",
+        "length-and-chunked",
+        "bad-chunk-size",
+    ],
 )
 def test_unparseable_requests_are_400_from_aiohttp(stack: RunningStack, request_bytes: bytes) -> None:
     """aiohttp's parser answers these (plain text, its format): 400, and the gateway carries on."""
@@ -308,15 +366,20 @@ def test_large_but_legal_headers_pass(stack: RunningStack) -> None:
 
 
 def test_non_utf8_header_value_is_not_a_crash(stack: RunningStack) -> None:
-    status, headers, body = raw_exchange(stack, (
-        f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\nConnection: close\r\n".encode()
-        + b"X-Odd: \xff\xfe\x80\r\n\r\n"))
+    status, headers, body = raw_exchange(
+        stack,
+        (
+            f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.token}\r\nConnection: close\r\n".encode()
+            + b"X-Odd: \xff\xfe\x80\r\n\r\n"
+        ),
+    )
     assert status == 200 or assert_json_error(status, headers, body)
 
 
 def test_non_utf8_authorization_is_401_json(stack: RunningStack) -> None:
     status, headers, body = raw_exchange(
-        stack, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+        stack, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
     assert status == 401
     assert_json_error(status, headers, body)
 
@@ -332,7 +395,7 @@ def test_repeated_token_parameter(stack: RunningStack) -> None:
     assert right_first.status_code == 200
     many = requests.get(url + "?" + "&".join(["token=x"] * 2000), timeout=30)
     assert many.status_code in (400, 401, 414)
-    assert strip_token_param(f"token=a&x=1&token=b&token&y=2&token=") == "x=1&y=2"
+    assert strip_token_param("token=a&x=1&token=b&token&y=2&token=") == "x=1&y=2"
 
 
 def test_garbage_authorization_headers_are_401_json(stack: RunningStack) -> None:

@@ -8,13 +8,26 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.stack_runner import RERANKER
 
-from reranker_template.bench import LevelResult, Tally, Workload, check_response, compare, percentile, split
-from stack_runner import RERANKER
+from reranker_template.client.bench import LevelResult, Tally, Workload, check_response, compare, percentile, split
 
 RESULT_FIELDS = {
-    "target", "url", "concurrency", "requests", "ok", "errors", "invalid", "seconds", "requests_per_s", "pairs_per_s",
-    "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_mean", "first_problem",
+    "target",
+    "url",
+    "concurrency",
+    "requests",
+    "ok",
+    "errors",
+    "invalid",
+    "seconds",
+    "requests_per_s",
+    "pairs_per_s",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "latency_ms_mean",
+    "first_problem",
 }
 
 
@@ -54,9 +67,15 @@ def test_figures_and_ratios_from_a_tally() -> None:
     assert (row.requests, row.ok, row.errors) == (5, 4, 1)
     assert row.requests_per_s == 2.0 and row.pairs_per_s == 32.0
     assert row.latency_ms_p50 == 250.0 and row.latency_ms_mean == 250.0
-    slower = LevelResult.from_tally("compare", "v", 4, docs=16, tally=Tally(latencies=[0.2, 0.4, 0.6, 0.8], elapsed=4.0))
+    slower = LevelResult.from_tally(
+        "compare", "v", 4, docs=16, tally=Tally(latencies=[0.2, 0.4, 0.6, 0.8], elapsed=4.0)
+    )
     comparison = compare(row, slower)
-    assert comparison.requests_per_s_ratio == 0.5 and comparison.latency_p50_ratio == 2.0 and comparison.latency_p50_delta_ms == 250.0
+    assert (
+        comparison.requests_per_s_ratio == 0.5
+        and comparison.latency_p50_ratio == 2.0
+        and comparison.latency_p50_delta_ms == 250.0
+    )
     nothing = LevelResult.from_tally("primary", "u", 1, docs=4, tally=Tally(errors=3, elapsed=1.0))
     assert nothing.latency_ms_p50 is None and nothing.requests_per_s == 0.0
     json.dumps(nothing.__dict__, allow_nan=False)  # valid JSON even when nothing succeeded
@@ -66,7 +85,10 @@ def test_workload_is_deterministic_and_sized() -> None:
     workload = Workload("rerank", docs=5, doc_tokens=12)
     bodies = workload.payloads(3, "m")
     assert bodies == workload.payloads(3, "m")
-    assert all(len(b["documents"]) == 5 and all(len(d.split()) == 12 for d in b["documents"]) and b["model"] == "m" for b in bodies)
+    assert all(
+        len(b["documents"]) == 5 and all(len(d.split()) == 12 for d in b["documents"]) and b["model"] == "m"
+        for b in bodies
+    )
     assert bodies[0]["documents"] != bodies[1]["documents"]
     score = Workload("score", docs=2, doc_tokens=3).payloads(1, None)[0]
     assert set(score) == {"text_1", "text_2"}
@@ -87,14 +109,36 @@ def test_bad_levels_are_a_usage_error(tmp_path: Path) -> None:
 @pytest.mark.vllm
 def test_bench_gateway_against_vllm_gives_sane_checked_figures(minilm_stack, tmp_path: Path) -> None:
     result = bench(
-        ["--url", minilm_stack.gateway_url, "--token", minilm_stack.token, "--compare", minilm_stack.vllm_url,
-         "--concurrency", "1,4", "--requests", "4", "--docs", "4", "--doc-tokens", "16", "--warmup", "1", "--json"],
+        [
+            "--url",
+            minilm_stack.gateway_url,
+            "--token",
+            minilm_stack.token,
+            "--compare",
+            minilm_stack.vllm_url,
+            "--concurrency",
+            "1,4",
+            "--requests",
+            "4",
+            "--docs",
+            "4",
+            "--doc-tokens",
+            "16",
+            "--warmup",
+            "1",
+            "--json",
+        ],
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["config"]["model"] == "minilm" and report["config"]["endpoint"] == "rerank"
-    assert [(r["target"], r["concurrency"]) for r in report["results"]] == [("primary", 1), ("compare", 1), ("primary", 4), ("compare", 4)]
+    assert [(r["target"], r["concurrency"]) for r in report["results"]] == [
+        ("primary", 1),
+        ("compare", 1),
+        ("primary", 4),
+        ("compare", 4),
+    ]
     for row in report["results"]:
         assert set(row) == RESULT_FIELDS
         assert row["ok"] == row["requests"] == 4 and row["errors"] == row["invalid"] == 0, row
@@ -108,8 +152,24 @@ def test_bench_gateway_against_vllm_gives_sane_checked_figures(minilm_stack, tmp
 @pytest.mark.vllm
 def test_bench_table_and_the_score_endpoint(minilm_stack, tmp_path: Path) -> None:
     result = bench(
-        ["--url", minilm_stack.gateway_url, "--token", minilm_stack.token, "--endpoint", "score",
-         "--concurrency", "2", "--requests", "2", "--docs", "3", "--doc-tokens", "8", "--warmup", "1"],
+        [
+            "--url",
+            minilm_stack.gateway_url,
+            "--token",
+            minilm_stack.token,
+            "--endpoint",
+            "score",
+            "--concurrency",
+            "2",
+            "--requests",
+            "2",
+            "--docs",
+            "3",
+            "--doc-tokens",
+            "8",
+            "--warmup",
+            "1",
+        ],
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -120,5 +180,7 @@ def test_bench_table_and_the_score_endpoint(minilm_stack, tmp_path: Path) -> Non
 
 @pytest.mark.vllm
 def test_bench_with_a_wrong_token_says_so(minilm_stack, tmp_path: Path) -> None:
-    result = bench(["--url", minilm_stack.gateway_url, "--token", "wrong", "--requests", "1", "--concurrency", "1"], tmp_path)
+    result = bench(
+        ["--url", minilm_stack.gateway_url, "--token", "wrong", "--requests", "1", "--concurrency", "1"], tmp_path
+    )
     assert result.returncode == 1 and "401" in result.stderr and "Traceback" not in result.stderr

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support.stack_runner import RERANKER, http_get, processes_with_env, stack_env
 
-from stack_runner import RERANKER, http_get, processes_with_env, stack_env
 from reranker_template.paths import container_paths
-from reranker_template.supervisor import SupervisorConfig, render
+from reranker_template.serve.supervisor import SupervisorConfig, render
 
 
 def test_container_paths_use_workspace_and_portal_logs(tmp_path: Path) -> None:
@@ -28,10 +28,12 @@ def test_container_paths_use_workspace_and_portal_logs(tmp_path: Path) -> None:
 
 
 def test_rendered_supervisor_config(tmp_path: Path) -> None:
-    paths = container_paths({"RERANKER_STATE_DIR": str(tmp_path / "s"), "RERANKER_LOG_DIR": str(tmp_path / "l")}, workspace=tmp_path)
+    paths = container_paths(
+        {"RERANKER_STATE_DIR": str(tmp_path / "s"), "RERANKER_LOG_DIR": str(tmp_path / "l")}, workspace=tmp_path
+    )
     text = render(SupervisorConfig(python="/py", paths=paths, provisioning=True, include_dir="/etc/supervisor/conf.d"))
     assert "[program:vllm]" in text and "[program:gateway]" in text and "[program:provisioning]" in text
-    assert "command=/py -m reranker_template.launcher" in text
+    assert "command=/py -m reranker_template.serve.launcher" in text
     assert "provision --layout container" in text
     assert "stopasgroup=true" in text and "killasgroup=true" in text
     assert "files = /etc/supervisor/conf.d/*.conf" in text
@@ -51,7 +53,10 @@ def test_boot_as_pid_1_stops_everything_on_sigterm(tmp_path: Path) -> None:
     output = (tmp_path / "boot.log").open("wb")
     process = subprocess.Popen(
         ["unshare", "-fp", "--mount-proc", "--kill-child", RERANKER, "boot"],
-        env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}/health"
     try:

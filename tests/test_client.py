@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.stack_runner import RERANKER, free_port, minilm_dir, start_stack
 
-from reranker_template.cli_client import Endpoint, read_documents, resolve_endpoint
-from reranker_template.client import Health, NotReadyError, RerankerClient, RerankerError, retry_after_seconds
-from stack_runner import RERANKER, free_port, minilm_dir, start_stack
+from reranker_template.cli.client import Endpoint, read_documents, resolve_endpoint
+from reranker_template.client.http import Health, RerankerClient, retry_after_seconds
+from reranker_template.errors import NotReadyError, RerankerError
 
 QUERY = "What are the health benefits of green tea?"
 DOCS = [
@@ -25,7 +26,11 @@ TEA = {1, 3}
 
 
 def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "API_KEYS", "OPEN_BUTTON", "WEB_PASSWORD"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RERANKER_", "VLLM_", "API_KEYS", "OPEN_BUTTON", "WEB_PASSWORD"))
+    }
     env.update({"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"), "COLUMNS": "200"})
     env.update(extra)
     return env
@@ -97,7 +102,9 @@ def test_rerank_ranks_real_documents_best_first(minilm_stack) -> None:
         result = client.rerank(QUERY, DOCS)
         assert result.model == "minilm"
         assert {hit.index for hit in result.results[:2]} == TEA
-        assert [hit.relevance_score for hit in result.results] == sorted((hit.relevance_score for hit in result.results), reverse=True)
+        assert [hit.relevance_score for hit in result.results] == sorted(
+            (hit.relevance_score for hit in result.results), reverse=True
+        )
         assert all(hit.document == DOCS[hit.index] for hit in result.results)
         assert result.total_tokens and result.total_tokens > 0
 
@@ -139,7 +146,9 @@ def test_errors_carry_the_servers_message_and_status(minilm_stack) -> None:
 
 
 @pytest.mark.vllm
-def test_the_official_cohere_client_reranks_through_the_gateway(minilm_stack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_official_cohere_client_reranks_through_the_gateway(
+    minilm_stack, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Seed 001's Cohere example, exactly as written there (host, port and key aside)."""
     import cohere
 
@@ -151,11 +160,7 @@ def test_the_official_cohere_client_reranks_through_the_gateway(minilm_stack, ca
         base_url = f"http://{IP_ADDRESS}:{PORT}"
         co = cohere.ClientV2(VLLM_API_KEY, base_url=base_url)
 
-        result = co.rerank(
-            model="minilm",
-            query=query,
-            documents=documents
-        )
+        result = co.rerank(model="minilm", query=query, documents=documents)
 
         for doc in result.results:
             print(f"Score: {doc.relevance_score:.6f} | {doc.document.text[:60]}...")
@@ -188,8 +193,24 @@ def test_query_command_prints_a_ranked_table_and_json(minilm_stack, tmp_path: Pa
 
     docs_file = tmp_path / "docs.txt"
     docs_file.write_text("\n".join(DOCS))
-    from_file = run_cli(["query", QUERY, "--file", str(docs_file), "--json", "--url", minilm_stack.gateway_url, "--token", minilm_stack.token], client_env(tmp_path))
-    assert json.loads(from_file.stdout)["results"] == json.loads(run_cli(["query", QUERY, "--json", *DOCS], env).stdout)["results"]
+    from_file = run_cli(
+        [
+            "query",
+            QUERY,
+            "--file",
+            str(docs_file),
+            "--json",
+            "--url",
+            minilm_stack.gateway_url,
+            "--token",
+            minilm_stack.token,
+        ],
+        client_env(tmp_path),
+    )
+    assert (
+        json.loads(from_file.stdout)["results"]
+        == json.loads(run_cli(["query", QUERY, "--json", *DOCS], env).stdout)["results"]
+    )
 
 
 @pytest.mark.vllm
@@ -198,7 +219,10 @@ def test_query_command_explains_a_bad_token_and_a_missing_server(minilm_stack, t
     assert bad.returncode == 1
     assert "401" in bad.stderr and "--token" in bad.stderr and "Traceback" not in bad.stderr
 
-    nobody = run_cli(["query", QUERY, "doc", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t", "--wait", "0"], client_env(tmp_path))
+    nobody = run_cli(
+        ["query", QUERY, "doc", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t", "--wait", "0"],
+        client_env(tmp_path),
+    )
     assert nobody.returncode == 1
     assert "connection refused" in nobody.stderr and "Traceback" not in nobody.stderr
 
@@ -217,7 +241,9 @@ def test_health_command(minilm_stack, tmp_path: Path) -> None:
 @pytest.mark.vllm
 def test_rerank_waits_through_a_loading_model(tmp_path: Path, vllm_cache_root: Path) -> None:
     """A call made while the stack starts is retried (connection refused, then 503 + Retry-After) until it succeeds."""
-    stack = start_stack(tmp_path / "stack", str(minilm_dir()), served_name="minilm", wait=False, cache_root=vllm_cache_root)
+    stack = start_stack(
+        tmp_path / "stack", str(minilm_dir()), served_name="minilm", wait=False, cache_root=vllm_cache_root
+    )
     try:
         client = RerankerClient(stack.gateway_url, stack.token, retry_for=400)
         # The gateway comes up long before the model: it answers 503 "loading" with Retry-After.

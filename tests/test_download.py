@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fake_hub import FakeHub
-from stack_runner import http_get, minilm_dir, start_stack
+from support.fake_hub import FakeHub
+from support.stack_runner import http_get, minilm_dir, start_stack
 
 REPO = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -21,10 +20,12 @@ def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
     return {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
 
 
-def run_fetch(env: dict[str, str], model: str, deadline: float, offline: bool = False) -> subprocess.CompletedProcess[str]:
+def run_fetch(
+    env: dict[str, str], model: str, deadline: float, offline: bool = False
+) -> subprocess.CompletedProcess[str]:
     """fetch_hub_model in a fresh interpreter: huggingface_hub reads HF_ENDPOINT/HF_HOME at import."""
     code = (
-        "import sys; from reranker_template.download import fetch_hub_model, ModelUnavailable\n"
+        "import sys; from reranker_template.serve.download import fetch_hub_model; from reranker_template.errors import ModelUnavailable\n"
         "try:\n"
         f"    files = fetch_hub_model({model!r}, None, deadline_seconds={deadline}, offline={offline})\n"
         "    print('PATH=' + files.path)\n"

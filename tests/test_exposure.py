@@ -16,15 +16,15 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
+from support.gateway_upstream import start_gateway
+from support.stack_runner import RERANKER, RunningStack, minilm_dir, processes_with_env, stack_env
 
-from gateway_upstream import start_gateway
 from reranker_template.gateway import auth
-from stack_runner import RERANKER, RunningStack, minilm_dir, processes_with_env, stack_env
 
 LISTEN = "0A"
 
@@ -32,8 +32,18 @@ LISTEN = "0A"
 # --- vLLM stays on loopback -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vllm_args", ["--host 0.0.0.0", "--host=0.0.0.0", "--host ::", "--host [::]", "--host=",
-                                       "--host 10.1.2.3", "--max-model-len 256 --host 0.0.0.0"])
+@pytest.mark.parametrize(
+    "vllm_args",
+    [
+        "--host 0.0.0.0",
+        "--host=0.0.0.0",
+        "--host ::",
+        "--host [::]",
+        "--host=",
+        "--host 10.1.2.3",
+        "--max-model-len 256 --host 0.0.0.0",
+    ],
+)
 def test_any_public_vllm_host_is_refused(tmp_path: Path, vllm_args: str) -> None:
     env = stack_env(tmp_path, str(minilm_dir()), "minilm", {"VLLM_ARGS": vllm_args})
     result = subprocess.run([RERANKER, "plan"], env=env, capture_output=True, text=True, timeout=120)
@@ -54,7 +64,7 @@ def listening_sockets() -> dict[int, tuple[str, int]]:
             hex_address, hex_port = local.split(":")
             raw = bytes.fromhex(hex_address)
             # The kernel prints each 32-bit word in host (little-endian) order.
-            address = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            address = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             found[inode] = (str(ipaddress.ip_address(address if size == 16 else address[:4])), int(hex_port, 16))
     return found
 
@@ -122,8 +132,12 @@ def present_token_every_way(stack: RunningStack) -> None:
     basic = base64.b64encode(f"user:{token}".encode()).decode()
     body = {"model": "minilm", "query": "q", "documents": ["a", "b"]}
     requests.get(f"{url}/v1/models?token={token}", timeout=30)
-    requests.get(f"{url}/?token={token}", headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"},
-                 allow_redirects=False, timeout=30)
+    requests.get(
+        f"{url}/?token={token}",
+        headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"},
+        allow_redirects=False,
+        timeout=30,
+    )
     requests.post(f"{url}/v1/rerank?token={token}&x=1", json=body, timeout=30)
     requests.post(f"{url}/v1/rerank", json=body, headers={"Authorization": f"Basic {basic}"}, timeout=30)
     requests.post(f"{url}/v1/rerank", json=body, cookies=cookie, headers={"Origin": "https://evil.example"}, timeout=30)
@@ -187,20 +201,35 @@ def test_no_token_in_error_pages(minilm_stack: RunningStack) -> None:
         requests.get(f"{url}/v1/models?token={wrong}", headers={"Accept": "text/html"}, timeout=30),
         requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {wrong}"}, timeout=30),
         requests.get(f"{url}/no/such/route?token={token}", timeout=30),
-        requests.post(f"{url}/v1/rerank?token={token}", data=b"{bad json", timeout=30,
-                      headers={"Content-Type": "application/json"}),
+        requests.post(
+            f"{url}/v1/rerank?token={token}",
+            data=b"{bad json",
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        ),
         requests.post(f"{url}/v1/rerank?token={token}", json={"model": "minilm", "query": 1}, timeout=30),
-        requests.post(f"{url}/v1/rerank?token={token}", json={"model": "nope", "query": "q", "documents": ["a"]}, timeout=30),
+        requests.post(
+            f"{url}/v1/rerank?token={token}", json={"model": "nope", "query": "q", "documents": ["a"]}, timeout=30
+        ),
         requests.request("PROPFIND", f"{url}/v1/rerank?token={token}", timeout=30),
-        requests.post(f"{url}/v1/rerank", timeout=30, cookies={auth.cookie_name(minilm_stack.env, int(minilm_stack.env["GATEWAY_PORT"])): token},
-                      headers={"Origin": "https://evil.example"}, json={}),
+        requests.post(
+            f"{url}/v1/rerank",
+            timeout=30,
+            cookies={auth.cookie_name(minilm_stack.env, int(minilm_stack.env["GATEWAY_PORT"])): token},
+            headers={"Origin": "https://evil.example"},
+            json={},
+        ),
     ]
     for response in answers:
         assert response.status_code >= 400, response.url
         assert token not in response.text and wrong not in response.text, (response.status_code, response.text[:300])
         assert all(token not in value and wrong not in value for value in response.headers.values()), response.headers
-    redirect = requests.get(f"{url}/docs?token={token}&a=1", headers={"Sec-Fetch-Mode": "navigate", "Accept": "text/html"},
-                            allow_redirects=False, timeout=30)
+    redirect = requests.get(
+        f"{url}/docs?token={token}&a=1",
+        headers={"Sec-Fetch-Mode": "navigate", "Accept": "text/html"},
+        allow_redirects=False,
+        timeout=30,
+    )
     assert redirect.status_code == 302 and token not in redirect.headers["Location"]
 
 
@@ -237,7 +266,9 @@ def test_landing_and_login_pages_send_a_strict_csp(minilm_stack: RunningStack) -
     ]
     for page in pages:
         assert "text/html" in page.headers["Content-Type"]
-        policy = {part.strip().split(" ", 1)[0]: part.strip() for part in page.headers["Content-Security-Policy"].split(";")}
+        policy = {
+            part.strip().split(" ", 1)[0]: part.strip() for part in page.headers["Content-Security-Policy"].split(";")
+        }
         assert policy["default-src"] == "default-src 'none'"
         assert policy["script-src"] == "script-src 'self'"  # no inline script, no eval, no CDN
         assert policy["connect-src"] == "connect-src 'self'"
@@ -255,15 +286,23 @@ def test_try_it_form_cannot_be_driven_cross_site(minilm_stack: RunningStack) -> 
     """The browser's cookie (set by opening ?token=) works for the page's own POST, and for no other site's."""
     session = requests.Session()
     url = minilm_stack.gateway_url
-    opened = session.get(f"{url}/?token={minilm_stack.token}", allow_redirects=False, timeout=30,
-                         headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
+    opened = session.get(
+        f"{url}/?token={minilm_stack.token}",
+        allow_redirects=False,
+        timeout=30,
+        headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"},
+    )
     assert opened.status_code == 302
     set_cookie = opened.headers["Set-Cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
     body = {"model": "minilm", "query": "green tea", "documents": ["green tea", "basketball"]}
 
-    own = session.post(url + "/v1/rerank", json=body, timeout=60,
-                       headers={"Origin": url, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"})
+    own = session.post(
+        url + "/v1/rerank",
+        json=body,
+        timeout=60,
+        headers={"Origin": url, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"},
+    )
     assert own.status_code == 200 and len(own.json()["results"]) == 2
 
     for headers in (
@@ -274,13 +313,22 @@ def test_try_it_form_cannot_be_driven_cross_site(minilm_stack: RunningStack) -> 
         {"Origin": "null"},  # a sandboxed frame or a file:// page
     ):
         for content_type in ("application/json", "text/plain", "application/x-www-form-urlencoded"):
-            refused = session.post(url + "/v1/rerank", data=b'{"model": "minilm", "query": "q", "documents": ["a"]}',
-                                   headers={**headers, "Content-Type": content_type}, timeout=30)
+            refused = session.post(
+                url + "/v1/rerank",
+                data=b'{"model": "minilm", "query": "q", "documents": ["a"]}',
+                headers={**headers, "Content-Type": content_type},
+                timeout=30,
+            )
             assert refused.status_code == 403, (headers, content_type, refused.text[:200])
             assert "cross-site" in refused.json()["error"]["message"]
     # Basic auth is remembered by browsers too: the same rule applies to it.
-    basic = requests.post(url + "/v1/rerank", json=body, auth=("user", minilm_stack.token), timeout=30,
-                          headers={"Origin": "https://evil.example"})
+    basic = requests.post(
+        url + "/v1/rerank",
+        json=body,
+        auth=("user", minilm_stack.token),
+        timeout=30,
+        headers={"Origin": "https://evil.example"},
+    )
     assert basic.status_code == 403
 
 

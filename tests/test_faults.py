@@ -14,13 +14,12 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import requests
-
-from stack_runner import RunningStack, minilm_dir, processes_with_env, start_stack
+from support.stack_runner import RunningStack, minilm_dir, processes_with_env, start_stack
 
 pytestmark = pytest.mark.vllm
 
@@ -32,8 +31,11 @@ DOCUMENTS = [f"document number {i} about green tea and other things" for i in ra
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path) -> Iterator[RunningStack]:
     running = start_stack(
-        tmp_path_factory.mktemp("faults-stack"), str(minilm_dir()), served_name="minilm",
-        extra_env={"WATCHDOG_TIMEOUT": str(WATCHDOG_TIMEOUT), "QUALITY_CHECK": "false"}, cache_root=vllm_cache_root,
+        tmp_path_factory.mktemp("faults-stack"),
+        str(minilm_dir()),
+        served_name="minilm",
+        extra_env={"WATCHDOG_TIMEOUT": str(WATCHDOG_TIMEOUT), "QUALITY_CHECK": "false"},
+        cache_root=vllm_cache_root,
     )
     yield running
     running.stop()
@@ -80,7 +82,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, stack: Ru
         if condition():
             return time.monotonic() - started
         time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f} s\n{stack.supervisorctl('status')}\n{stack.log_text()[-4000:]}")
+    raise AssertionError(
+        f"{what} did not happen within {timeout:.0f} s\n{stack.supervisorctl('status')}\n{stack.log_text()[-4000:]}"
+    )
 
 
 def wait_healthy(stack: RunningStack) -> float:
@@ -135,8 +139,10 @@ def test_vllm_sigkill_gives_503_then_heals_by_itself(stack: RunningStack) -> Non
     # Requests in flight while vLLM dies: each ends with a full answer or a 503 JSON, within its timeout.
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         stop_at = time.monotonic() + 8
-        futures = [pool.submit(lambda: [rerank(stack, timeout=30) for _ in range(1000) if time.monotonic() < stop_at])
-                   for _ in range(8)]
+        futures = [
+            pool.submit(lambda: [rerank(stack, timeout=30) for _ in range(1000) if time.monotonic() < stop_at])
+            for _ in range(8)
+        ]
         time.sleep(2)
         os.kill(victim, signal.SIGKILL)
         down_after = wait_for(lambda: health(stack)[0] == 503, 5, "/health 503 within 5 s of the kill", stack)
@@ -160,8 +166,10 @@ def test_vllm_sigkill_gives_503_then_heals_by_itself(stack: RunningStack) -> Non
     # A crash while serving is not a failed load: it never pushes vLLM towards FATAL.
     status = json.loads((stack.state_dir / "vllm-status.json").read_text())
     assert status["phase"] == "ready" and status["load_failures"] == 0, status
-    print(f"/health 503 {down_after:.1f} s after the kill; vLLM back {healed_in:.0f} s later; "
-          f"{sum(r.status_code == 503 for r in answers)} of {len(answers)} requests in flight got 503")
+    print(
+        f"/health 503 {down_after:.1f} s after the kill; vLLM back {healed_in:.0f} s later; "
+        f"{sum(r.status_code == 503 for r in answers)} of {len(answers)} requests in flight got 503"
+    )
 
 
 def test_hung_vllm_is_killed_by_the_watchdog_and_restarted(stack: RunningStack) -> None:
@@ -176,8 +184,12 @@ def test_hung_vllm_is_killed_by_the_watchdog_and_restarted(stack: RunningStack) 
         assert_clear_answer(response)
         assert response.status_code == 503
         # The watchdog checks every WATCHDOG_TIMEOUT/3 s with a short /health timeout.
-        wait_for(lambda: not Path(f"/proc/{victim}").exists() or _is_zombie(victim), WATCHDOG_TIMEOUT + 15,
-                 "the watchdog killing the hung vLLM", stack)
+        wait_for(
+            lambda: not Path(f"/proc/{victim}").exists() or _is_zombie(victim),
+            WATCHDOG_TIMEOUT + 15,
+            "the watchdog killing the hung vLLM",
+            stack,
+        )
         killed_in = time.monotonic() - stopped_at
     finally:
         try:
@@ -210,8 +222,14 @@ def _new_vllm_started(stack: RunningStack, old_launcher: int) -> bool:
 def test_too_long_max_length_ends_fatal_with_the_cause(tmp_path: Path, vllm_cache_root: Path) -> None:
     """A flag vLLM refuses at load (MiniLM knows 256 positions): retried once, then FATAL, and /health
     names the cause instead of a bare "validation error". (A broken model: test_stack.py.)"""
-    broken = start_stack(tmp_path, str(minilm_dir()), served_name="minilm", wait=False, cache_root=vllm_cache_root,
-                         extra_env={"VLLM_ARGS": "--max-model-len 100000", "QUALITY_CHECK": "false"})
+    broken = start_stack(
+        tmp_path,
+        str(minilm_dir()),
+        served_name="minilm",
+        wait=False,
+        cache_root=vllm_cache_root,
+        extra_env={"VLLM_ARGS": "--max-model-len 100000", "QUALITY_CHECK": "false"},
+    )
     try:
         wait_for(lambda: "FATAL" in broken.supervisorctl("status", "vllm"), RESTART_TIMEOUT, "vllm FATAL", broken)
         code, body = health(broken)

@@ -11,14 +11,14 @@ import json
 import math
 import string
 import urllib.parse
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from stack_runner import RunningStack
+from support.stack_runner import RunningStack
 
 pytestmark = pytest.mark.vllm
 
@@ -28,15 +28,38 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-ROUTES = ["/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/score", "/v1/models", "/health", "/ping", "/",
-          "/metrics", "/tokenize", "/pooling", "/classify", "/openapi.json", "/version", "/_gateway/static/landing.js"]
+ROUTES = [
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/v1/score",
+    "/score",
+    "/v1/models",
+    "/health",
+    "/ping",
+    "/",
+    "/metrics",
+    "/tokenize",
+    "/pooling",
+    "/classify",
+    "/openapi.json",
+    "/version",
+    "/_gateway/static/landing.js",
+]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
 )
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 texts = st.text(max_size=60)
 documents = st.one_of(st.lists(texts, max_size=6), st.lists(json_values, max_size=4), json_values)
 
@@ -60,13 +83,19 @@ def check(response: requests.Response, method: str = "POST") -> None:
         assert response.headers.get("Content-Type", "").startswith("application/json"), response.text[:300]
         body = response.json()
         error = body.get("error")
-        message = (error.get("message") if isinstance(error, dict) else error) or body.get("message") or body.get("detail")
+        message = (
+            (error.get("message") if isinstance(error, dict) else error) or body.get("message") or body.get("detail")
+        )
         assert message, body
 
 
 def post(stack: RunningStack, route: str, body: bytes) -> requests.Response:
-    return requests.post(stack.gateway_url + route, data=body, timeout=60,
-                         headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"})
+    return requests.post(
+        stack.gateway_url + route,
+        data=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"},
+    )
 
 
 @FUZZ
@@ -74,10 +103,26 @@ def post(stack: RunningStack, route: str, body: bytes) -> requests.Response:
     model=st.one_of(st.just("minilm"), json_values),
     query=st.one_of(texts, json_values),
     docs=documents,
-    extra=st.dictionaries(st.sampled_from(["top_n", "return_documents", "truncate_prompt_tokens", "priority",
-                                           "max_tokens_per_doc", "user", "request_id", "softmax", "use_activation",
-                                           "instruction", "chat_template_kwargs", "max_tokens_per_query"]),
-                          json_values, max_size=3),
+    extra=st.dictionaries(
+        st.sampled_from(
+            [
+                "top_n",
+                "return_documents",
+                "truncate_prompt_tokens",
+                "priority",
+                "max_tokens_per_doc",
+                "user",
+                "request_id",
+                "softmax",
+                "use_activation",
+                "instruction",
+                "chat_template_kwargs",
+                "max_tokens_per_query",
+            ]
+        ),
+        json_values,
+        max_size=3,
+    ),
     route=st.sampled_from(["/v1/rerank", "/v2/rerank", "/rerank"]),
 )
 def test_fuzz_rerank_bodies(stack: RunningStack, model: Any, query: Any, docs: Any, extra: dict, route: str) -> None:
@@ -93,7 +138,9 @@ def test_fuzz_rerank_bodies(stack: RunningStack, model: Any, query: Any, docs: A
 @given(
     text_1=st.one_of(texts, st.lists(texts, max_size=4), json_values),
     text_2=st.one_of(texts, st.lists(texts, max_size=4), json_values),
-    extra=st.dictionaries(st.sampled_from(["truncate_prompt_tokens", "encoding_format", "use_activation"]), json_values, max_size=2),
+    extra=st.dictionaries(
+        st.sampled_from(["truncate_prompt_tokens", "encoding_format", "use_activation"]), json_values, max_size=2
+    ),
     route=st.sampled_from(["/v1/score", "/score"]),
 )
 def test_fuzz_score_bodies(stack: RunningStack, text_1: Any, text_2: Any, extra: dict, route: str) -> None:
@@ -106,7 +153,9 @@ def test_fuzz_raw_bodies(stack: RunningStack, body: bytes, route: str) -> None:
     check(post(stack, route, body))
 
 
-url_chars = st.text(alphabet=string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/%?#[] \\\"<>{}|^`é中\x7f", max_size=40)
+url_chars = st.text(
+    alphabet=string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/%?#[] \\\"<>{}|^`é中\x7f", max_size=40
+)
 
 
 @FUZZ
@@ -114,11 +163,16 @@ url_chars = st.text(alphabet=string.ascii_letters + string.digits + "-._~!$&'()*
     method=st.sampled_from(METHODS),
     route=st.one_of(st.sampled_from(ROUTES), url_chars.map(lambda s: "/" + s)),
     query=st.dictionaries(st.sampled_from(["token", "model", "x", "format", "a b"]), st.text(max_size=20), max_size=3),
-    header_values=st.lists(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.lstrip),
-                           min_size=3, max_size=3),  # (requests itself refuses a value with leading spaces)
+    header_values=st.lists(
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.lstrip),
+        min_size=3,
+        max_size=3,
+    ),  # (requests itself refuses a value with leading spaces)
     authorized=st.booleans(),
 )
-def test_fuzz_routes_methods_and_headers(stack: RunningStack, method: str, route: str, query: dict, header_values: list[str], authorized: bool) -> None:
+def test_fuzz_routes_methods_and_headers(
+    stack: RunningStack, method: str, route: str, query: dict, header_values: list[str], authorized: bool
+) -> None:
     path = urllib.parse.quote(route, safe="/%")
     if query:
         path += "?" + urllib.parse.urlencode(query)
@@ -137,13 +191,19 @@ def test_fuzz_routes_methods_and_headers(stack: RunningStack, method: str, route
 
 
 @FUZZ
-@given(authorization=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=120).map(str.lstrip),
-       token=st.text(max_size=40))
+@given(
+    authorization=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=120).map(str.lstrip),
+    token=st.text(max_size=40),
+)
 def test_fuzz_credentials_never_let_a_wrong_token_in(stack: RunningStack, authorization: str, token: str) -> None:
     if stack.token in authorization or stack.token in token:
         return
-    response = requests.get(stack.gateway_url + "/v1/models", params={"token": token}, timeout=30,
-                            headers={"Authorization": authorization.encode("latin-1")})
+    response = requests.get(
+        stack.gateway_url + "/v1/models",
+        params={"token": token},
+        timeout=30,
+        headers={"Authorization": authorization.encode("latin-1")},
+    )
     if response.status_code == 400 and response.headers.get("Content-Type", "").startswith("text/plain"):
         assert any(ord(c) == 0x7F or ord(c) < 0x20 for c in authorization), authorization  # aiohttp's parser
         return

@@ -4,23 +4,36 @@ the browser cookie flow, CSRF refusal, and the token helpers."""
 from __future__ import annotations
 
 import base64
-import time
 import os
 import stat
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
+from support.gateway_upstream import FakeUpstream, GatewayProcess, start_gateway
 
 from reranker_template.gateway import auth
-from gateway_upstream import FakeUpstream, GatewayProcess, start_gateway
 
 TOKEN = "s3cret-token-for-tests"
 OTHER = "second-key"
 PROXIED_ROUTES = [
-    "/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/score", "/v1/models", "/pooling", "/classify",
-    "/tokenize", "/detokenize", "/invocations", "/docs", "/openapi.json", "/no/such/route", "/version",
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/v1/score",
+    "/score",
+    "/v1/models",
+    "/pooling",
+    "/classify",
+    "/tokenize",
+    "/detokenize",
+    "/invocations",
+    "/docs",
+    "/openapi.json",
+    "/no/such/route",
+    "/version",
 ]
 OWN_ROUTES = ["/", "/metrics"]
 
@@ -156,18 +169,29 @@ def test_other_cookies_and_headers_pass_through(gateway: GatewayProcess) -> None
 def test_cookie_authenticated_cross_site_post_is_refused(gateway: GatewayProcess) -> None:
     cookies = cookie_jar(gateway, TOKEN)
     body = {"model": "m", "query": "q", "documents": ["a"]}
-    evil = requests.post(gateway.url + "/v1/rerank", json=body, cookies=cookies,
-                         headers={"Origin": "https://evil.example"}, timeout=5)
+    evil = requests.post(
+        gateway.url + "/v1/rerank", json=body, cookies=cookies, headers={"Origin": "https://evil.example"}, timeout=5
+    )
     assert evil.status_code == 403 and "cross-site" in evil.json()["error"]["message"]
-    fetch_meta = requests.post(gateway.url + "/v1/rerank", json=body, cookies=cookies,
-                               headers={"Sec-Fetch-Site": "cross-site"}, timeout=5)
+    fetch_meta = requests.post(
+        gateway.url + "/v1/rerank", json=body, cookies=cookies, headers={"Sec-Fetch-Site": "cross-site"}, timeout=5
+    )
     assert fetch_meta.status_code == 403
-    same = requests.post(gateway.url + "/v1/rerank", json=body, cookies=cookies,
-                         headers={"Origin": gateway.url, "Sec-Fetch-Site": "same-origin"}, timeout=5)
+    same = requests.post(
+        gateway.url + "/v1/rerank",
+        json=body,
+        cookies=cookies,
+        headers={"Origin": gateway.url, "Sec-Fetch-Site": "same-origin"},
+        timeout=5,
+    )
     assert same.status_code == 200
     # A program with the token in a header is not a browser being tricked: any Origin is fine.
-    bearer = requests.post(gateway.url + "/v1/rerank", json=body, timeout=5,
-                           headers={"Origin": "https://elsewhere.example", "Authorization": f"Bearer {TOKEN}"})
+    bearer = requests.post(
+        gateway.url + "/v1/rerank",
+        json=body,
+        timeout=5,
+        headers={"Origin": "https://elsewhere.example", "Authorization": f"Bearer {TOKEN}"},
+    )
     assert bearer.status_code == 200
 
 
@@ -184,6 +208,7 @@ def test_tokens_never_reach_the_log(gateway: GatewayProcess) -> None:
 
 
 # --- helpers, without a server -----------------------------------------------------------------------
+
 
 def test_checker_accepts_only_configured_tokens() -> None:
     checker = auth.TokenChecker(["abc", "def"])

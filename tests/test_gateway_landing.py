@@ -7,24 +7,34 @@ import json
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
+from support.gateway_upstream import FakeUpstream, GatewayProcess, start_gateway
 
-from reranker_template.config import ConfigError, load_settings
+from reranker_template.errors import ConfigError
 from reranker_template.gateway import landing, tls
-from gateway_upstream import FakeUpstream, GatewayProcess, start_gateway
+from reranker_template.settings import load_settings
 
 TOKEN = "landing-token"
 PLAN = {
-    "model": "BAAI/bge-reranker-v2-m3", "served_model_name": "bge<script>", "preset": "bge", "device": "cuda",
-    "gpu_count": 2, "tensor_parallel_size": 1, "data_parallel_size": 2,
+    "model": "BAAI/bge-reranker-v2-m3",
+    "served_model_name": "bge<script>",
+    "preset": "bge",
+    "device": "cuda",
+    "gpu_count": 2,
+    "tensor_parallel_size": 1,
+    "data_parallel_size": 2,
     "vllm_command": ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "BAAI/bge-reranker-v2-m3"],
-    "gateway_port": 8000, "vllm_port": 18000, "reasons": ["2 GPUs: data parallel <fast>"],
-    "gpus": [{"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-1"},
-             {"index": 1, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-2"}],
+    "gateway_port": 8000,
+    "vllm_port": 18000,
+    "reasons": ["2 GPUs: data parallel <fast>"],
+    "gpus": [
+        {"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-1"},
+        {"index": 1, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-2"},
+    ],
 }
 
 
@@ -33,7 +43,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     tmp = tmp_path_factory.mktemp("gw-landing")
     (tmp / "state").mkdir()
     (tmp / "state" / "plan.json").write_text(json.dumps(PLAN))
-    gw = start_gateway(tmp, {"API_KEYS": TOKEN, "PUBLIC_IPADDR": "203.0.113.9", "VAST_TCP_PORT_22": "40022"})
+    gw = start_gateway(
+        tmp,
+        {
+            "API_KEYS": TOKEN,
+            "PUBLIC_IPADDR": "203.0.113.9",
+            # sshd on SSH_PORT=2222: the tunnel must use the port Vast maps to 2222, not to 22.
+            "SSH_PORT": "2222",
+            "VAST_TCP_PORT_22": "40001",
+            "VAST_TCP_PORT_2222": "40022",
+        },
+    )
     upstream = FakeUpstream(gw.vllm_port).start()
     gw.wait_status("ready")
     yield gw
@@ -80,7 +100,9 @@ def test_examples_are_valid_code() -> None:
 def test_examples_run_against_a_loopback_upstream(gateway: GatewayProcess) -> None:
     """The page's curl example, as printed, works against the gateway (here with a stand-in upstream)."""
     command = landing.curl_example(gateway.url, TOKEN, "test-model")
-    result = subprocess.run(["bash", "-c", command + " -sS --fail-with-body"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", "-c", command + " -sS --fail-with-body"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["results"]) == 2
 

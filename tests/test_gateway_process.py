@@ -10,15 +10,15 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
+from support.gateway_upstream import REPO, FakeUpstream, GatewayProcess, start_gateway
 
 from reranker_template.gateway import health
 from reranker_template.gateway.tls import fingerprint
-from gateway_upstream import REPO, FakeUpstream, GatewayProcess, start_gateway
 
 TOKEN = "process-test-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -102,8 +102,9 @@ def test_body_limit_malformed_json_and_streaming(gateway: GatewayProcess) -> Non
         assert small_chunked.status_code == 200 and small_chunked.json()["body_bytes"] == 15000
 
         for bad in (b'{"query": "q", "documents": [', b"\xff\xfe", b"not json at all"):
-            response = requests.post(gateway.url + "/v1/rerank", data=bad, timeout=5,
-                                     headers={**BEARER, "Content-Type": "application/json"})
+            response = requests.post(
+                gateway.url + "/v1/rerank", data=bad, timeout=5, headers={**BEARER, "Content-Type": "application/json"}
+            )
             assert response.status_code == 400, bad
             assert "not valid JSON" in response.json()["error"]["message"]
 
@@ -139,10 +140,19 @@ def test_generated_token_url_in_log_and_reranker_token(tmp_path: Path) -> None:
         token = token_file.read_text().strip()
         assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
         assert f"Open http://127.0.0.1:{gw.port}/?token={token}" in gw.log_text()
-        assert requests.get(gw.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 503
+        assert (
+            requests.get(gw.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code
+            == 503
+        )
         assert requests.get(gw.url + "/v1/models", timeout=5).status_code == 401
-        printed = subprocess.run([sys.executable, "-m", "reranker_template.cli", "token"], env=gw.env,
-                                 capture_output=True, text=True, timeout=60, cwd=REPO)
+        printed = subprocess.run(
+            [sys.executable, "-m", "reranker_template.cli", "token"],
+            env=gw.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout.strip() == f"http://127.0.0.1:{gw.port}/?token={token}"
     finally:
@@ -156,16 +166,32 @@ def test_generated_token_url_in_log_and_reranker_token(tmp_path: Path) -> None:
 
 
 def test_reranker_token_without_any_token_says_what_to_do(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPEN_BUTTON_TOKEN", "API_KEYS", "WEB_PASSWORD", "VLLM_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPEN_BUTTON_TOKEN", "API_KEYS", "WEB_PASSWORD", "VLLM_API_KEY")
+    }
     env.update(RERANKER_STATE_DIR=str(tmp_path / "none"), HOME=str(tmp_path), PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-m", "reranker_template.cli", "token"], env=env,
-                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "reranker_template.cli", "token"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert result.returncode == 1
     assert "no token yet" in result.stderr and "Traceback" not in result.stderr
     env["WEB_PASSWORD"] = "chosen"
     env["PUBLIC_IPADDR"], env["VAST_TCP_PORT_8000"] = "203.0.113.7", "41234"
-    result = subprocess.run([sys.executable, "-m", "reranker_template.cli", "token"], env=env,
-                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "reranker_template.cli", "token"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert result.stdout.strip() == "http://203.0.113.7:41234/?token=chosen"
 
 
@@ -179,7 +205,9 @@ def test_https_with_a_generated_certificate(tmp_path: Path) -> None:
         response = requests.get(gw.url + "/health", verify=str(cert), timeout=5)  # verifies against our cert
         assert response.status_code == 503
         nav = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
-        redirect = requests.get(f"{gw.url}/?token={TOKEN}", headers=nav, verify=str(cert), allow_redirects=False, timeout=5)
+        redirect = requests.get(
+            f"{gw.url}/?token={TOKEN}", headers=nav, verify=str(cert), allow_redirects=False, timeout=5
+        )
         assert redirect.status_code == 302 and "Secure" in redirect.headers["Set-Cookie"]
         with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP on the TLS port is refused
             requests.get(f"http://127.0.0.1:{gw.port}/health", timeout=5)
@@ -223,10 +251,24 @@ def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items()}
-        env.update(RERANKER_STATE_DIR=str(tmp_path / "s"), RERANKER_LOG_DIR=str(tmp_path / "l"), HOME=str(tmp_path),
-                   GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port), VLLM_PORT="1", API_KEYS="x", PYTHONPATH=str(REPO))
-        result = subprocess.run([sys.executable, "-m", "reranker_template.cli", "gateway"], env=env,
-                                capture_output=True, text=True, timeout=60, cwd=REPO)
+        env.update(
+            RERANKER_STATE_DIR=str(tmp_path / "s"),
+            RERANKER_LOG_DIR=str(tmp_path / "l"),
+            HOME=str(tmp_path),
+            GATEWAY_HOST="127.0.0.1",
+            GATEWAY_PORT=str(port),
+            VLLM_PORT="1",
+            API_KEYS="x",
+            PYTHONPATH=str(REPO),
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "reranker_template.cli", "gateway"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
     assert result.returncode == 1
     assert "cannot listen on" in result.stdout and "Traceback" not in result.stdout + result.stderr
 

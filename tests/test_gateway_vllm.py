@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from stack_runner import RunningStack
+from support.stack_runner import RunningStack
 
 pytestmark = pytest.mark.vllm
 
@@ -80,7 +79,9 @@ def test_seed_python_requests_score_example(minilm_stack: RunningStack) -> None:
     request = {"model": minilm_stack.served_name, "text_1": "What is Deep Learning?", "text_2": documents}
     response = requests.post(f"{minilm_stack.gateway_url}/score", json=request, headers=headers, timeout=60)
     assert response.status_code == 200
-    scores = sorted(((doc, item["score"]) for doc, item in zip(documents, response.json()["data"])), key=lambda x: -x[1])
+    scores = sorted(
+        ((doc, item["score"]) for doc, item in zip(documents, response.json()["data"])), key=lambda x: -x[1]
+    )
     assert scores[0][0].startswith("Deep learning") and scores[1][0].startswith("Deep learning")
 
 
@@ -106,8 +107,12 @@ def test_bad_requests_get_4xx_json_from_the_real_stack(minilm_stack: RunningStac
         response = requests.post(minilm_stack.gateway_url + "/v1/rerank", json=body, headers=headers, timeout=60)
         assert 400 <= response.status_code < 500, response.text
         assert response.headers["Content-Type"].startswith("application/json")
-    response = requests.post(minilm_stack.gateway_url + "/v1/rerank", data="{oops", timeout=60,
-                             headers={**headers, "Content-Type": "application/json"})
+    response = requests.post(
+        minilm_stack.gateway_url + "/v1/rerank",
+        data="{oops",
+        timeout=60,
+        headers={**headers, "Content-Type": "application/json"},
+    )
     assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
 
 
@@ -119,8 +124,15 @@ def test_health_names_the_served_model(minilm_stack: RunningStack) -> None:
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make browser installs it)")
 def test_landing_page_try_it_form_in_a_real_browser(minilm_stack: RunningStack) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
@@ -142,7 +154,9 @@ def test_landing_page_try_it_form_in_a_real_browser(minilm_stack: RunningStack) 
             rows = page.locator("#try-results tbody tr").all_inner_texts()
             assert len(rows) == 4
             assert "green tea" in rows[0].lower() and "green tea" in rows[1].lower()
-            scores = [float(page.locator(f"#try-results tbody tr:nth-child({i}) td.score").inner_text()) for i in (1, 2, 3, 4)]
+            scores = [
+                float(page.locator(f"#try-results tbody tr:nth-child({i}) td.score").inner_text()) for i in (1, 2, 3, 4)
+            ]
             assert scores == sorted(scores, reverse=True)
             page.screenshot(path=str(minilm_stack.state_dir / "landing.png"), full_page=True)
             assert not problems, problems  # no CSP violations, no script errors

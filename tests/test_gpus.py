@@ -1,6 +1,6 @@
 """GPU detection: what nvidia-smi reports, narrowed to the GPUs CUDA will actually use.
 
-nvidia-smi is stood in for by tests/fake_nvidia_smi (first on PATH); everything else is real.
+nvidia-smi is stood in for by tests/support/fake_nvidia_smi (first on PATH); everything else is real.
 """
 
 from __future__ import annotations
@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from reranker_template.gpus import Gpu, detect_gpus, filter_visible, p2p_between, parse_nvidia_smi, parse_p2p_matrix
-from reranker_template.hardware import detect_hardware
+from reranker_template.facts.gpus import (
+    Gpu,
+    detect_gpus,
+    filter_visible,
+    p2p_between,
+    parse_nvidia_smi,
+    parse_p2p_matrix,
+)
+from reranker_template.facts.machine import detect_hardware
 
-FAKE_SMI = Path(__file__).parent / "fake_nvidia_smi"
+FAKE_SMI = Path(__file__).parent / "support" / "fake_nvidia_smi"
 
 # Output captured from real nvidia-smi (2x A100 with NVLink, then a 4090 pair whose driver disables P2P).
 REAL_TOPO_NVLINK = """ \tGPU0\tGPU1\t
@@ -44,10 +51,23 @@ def smi(tmp_path: Path):
     script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{FAKE_SMI}" "$@"\n')
     script.chmod(0o755)
 
-    def make(name: str, memory_mib: int, capability: str, count: int, p2p: str | None = "OK", **env: str) -> dict[str, str]:
+    def make(
+        name: str, memory_mib: int, capability: str, count: int, p2p: str | None = "OK", **env: str
+    ) -> dict[str, str]:
         inventory = tmp_path / "inventory.json"
-        inventory.write_text(json.dumps({"gpus": [{"name": name, "memory_mib": memory_mib, "compute_cap": capability, "count": count}], "p2p": p2p}))
-        return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_NVIDIA_SMI_INVENTORY": str(inventory), **env}
+        inventory.write_text(
+            json.dumps(
+                {
+                    "gpus": [{"name": name, "memory_mib": memory_mib, "compute_cap": capability, "count": count}],
+                    "p2p": p2p,
+                }
+            )
+        )
+        return {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_NVIDIA_SMI_INVENTORY": str(inventory),
+            **env,
+        }
 
     return make
 
@@ -160,7 +180,9 @@ def test_hardware_reports_cuda_only_with_gpus(smi) -> None:
 
 
 def test_parsers_accept_real_output() -> None:
-    gpus = parse_nvidia_smi("0, NVIDIA A100-SXM4-80GB, 81920, 8.0, GPU-abc\n1, NVIDIA A100-SXM4-80GB, 81920, [N/A], GPU-def\n")
+    gpus = parse_nvidia_smi(
+        "0, NVIDIA A100-SXM4-80GB, 81920, 8.0, GPU-abc\n1, NVIDIA A100-SXM4-80GB, 81920, [N/A], GPU-def\n"
+    )
     assert [(g.index, g.compute_capability) for g in gpus] == [(0, 8.0), (1, 0.0)]
     assert parse_p2p_matrix(REAL_TOPO_NVLINK) == {0: (1,), 1: (0,)}
     assert parse_p2p_matrix(REAL_TOPO_NO_P2P) == {0: (), 1: ()}

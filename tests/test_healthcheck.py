@@ -7,14 +7,14 @@ import ssl
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from reranker_template.gateway.tls import generate_self_signed
-from reranker_template.healthcheck import check
+from reranker_template.serve.healthcheck import check
 
 
 def _serve(status: int, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
@@ -80,10 +80,18 @@ def test_nothing_listening_is_unhealthy() -> None:
 
 def test_the_command_the_image_runs(servers: dict[str, int]) -> None:
     """Exactly the HEALTHCHECK's command: exit status 0 when ready, 1 otherwise."""
-    command = [sys.executable, "-m", "reranker_template.healthcheck"]
-    ok = subprocess.run(command, env={"GATEWAY_PORT": str(servers["https_ready"]), "ENABLE_HTTPS": "true"}, capture_output=True, text=True, timeout=60)
+    command = [sys.executable, "-m", "reranker_template.serve.healthcheck"]
+    ok = subprocess.run(
+        command,
+        env={"GATEWAY_PORT": str(servers["https_ready"]), "ENABLE_HTTPS": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    loading = subprocess.run(command, env={"GATEWAY_PORT": str(servers["http_loading"])}, capture_output=True, text=True, timeout=60)
+    loading = subprocess.run(
+        command, env={"GATEWAY_PORT": str(servers["http_loading"])}, capture_output=True, text=True, timeout=60
+    )
     assert loading.returncode == 1 and "503" in loading.stdout
     bad = subprocess.run(command, env={"GATEWAY_PORT": "not-a-port"}, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "GATEWAY_PORT" in bad.stdout

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
-from stack_runner import RunningStack
+from support.stack_runner import RunningStack
 
 pytestmark = pytest.mark.vllm
 
@@ -83,7 +82,7 @@ async def run_load(stack: RunningStack, count: int, tally: Tally) -> float:
                             tally.problems.append(f"request {i}: 503 without message or Retry-After")
                     else:
                         tally.problems.append(f"request {i}: {response.status} {data}")
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
                 tally.problems.append(f"request {i}: {type(exc).__name__}: {exc}")
 
     started = time.monotonic()
@@ -109,8 +108,10 @@ def test_five_thousand_reranks_at_concurrency_64(minilm_stack: RunningStack) -> 
         return before, after, took, tally
 
     before, after, took, tally = asyncio.run(scenario())
-    print(f"{REQUESTS} requests in {took:.1f} s ({REQUESTS / took:.0f}/s), statuses {dict(tally.statuses)}; "
-          f"gateway RSS {before.rss / 2**20:.1f} -> {after.rss / 2**20:.1f} MiB, fds {before.fds} -> {after.fds}")
+    print(
+        f"{REQUESTS} requests in {took:.1f} s ({REQUESTS / took:.0f}/s), statuses {dict(tally.statuses)}; "
+        f"gateway RSS {before.rss / 2**20:.1f} -> {after.rss / 2**20:.1f} MiB, fds {before.fds} -> {after.fds}"
+    )
     assert not tally.problems, f"{len(tally.problems)} problems, first: {tally.problems[:5]}"
     assert sum(tally.statuses.values()) == REQUESTS
     assert tally.statuses[200] >= REQUESTS * 0.99, tally.statuses  # a 503 is deliberate, but must be rare

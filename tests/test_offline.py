@@ -8,11 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.stack_runner import RERANKER, minilm_dir
 
-from reranker_template.cli_offline import REEXEC_MARK, preload_env
-from reranker_template.offline import options_from_plan, plan_for, server_argv
-from reranker_template.plan import VLLM_MODULE, Plan
-from stack_runner import RERANKER, minilm_dir
+from reranker_template.cli.offline import REEXEC_MARK, preload_env
+from reranker_template.client.offline import options_from_plan, plan_for, server_argv
+from reranker_template.plan.build import VLLM_MODULE, Plan
 
 QUERY = "What are the health benefits of green tea?"
 DOCS = [
@@ -25,18 +25,55 @@ LONG_DOC = "Green tea is a drink. " + "The weather was mild and the river ran pa
 
 
 def make_plan(args: list[str], env: dict[str, str] | None = None) -> Plan:
-    command = ("/usr/bin/python3", "-m", VLLM_MODULE, "--model", "/models/m", "--host", "127.0.0.1", "--port", "18000", *args)
-    return Plan(model="/models/m", served_model_name="m", preset=None, device="cpu", gpu_count=0, tensor_parallel_size=1,
-                data_parallel_size=1, vllm_command=command, gateway_port=8000, vllm_port=18000, reasons=(), vllm_env=env or {})
+    command = (
+        "/usr/bin/python3",
+        "-m",
+        VLLM_MODULE,
+        "--model",
+        "/models/m",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "18000",
+        *args,
+    )
+    return Plan(
+        model="/models/m",
+        served_model_name="m",
+        preset=None,
+        device="cpu",
+        gpu_count=0,
+        tensor_parallel_size=1,
+        data_parallel_size=1,
+        vllm_command=command,
+        gateway_port=8000,
+        vllm_port=18000,
+        reasons=(),
+        vllm_env=env or {},
+    )
 
 
 def test_server_flags_become_the_same_engine_arguments(tmp_path: Path) -> None:
     template = tmp_path / "score.jinja"
     template.write_text("{{ messages }}")
     plan = make_plan(
-        ["--served-model-name", "m", "--disable-uvicorn-access-log", "--dtype", "bfloat16", "--max-model-len", "512",
-         "--runner", "pooling", "--hf-overrides", '{"architectures": ["Qwen3ForSequenceClassification"]}',
-         "--enable-prefix-caching", "--max_num_batched_tokens=1024", "--chat-template", str(template)],
+        [
+            "--served-model-name",
+            "m",
+            "--disable-uvicorn-access-log",
+            "--dtype",
+            "bfloat16",
+            "--max-model-len",
+            "512",
+            "--runner",
+            "pooling",
+            "--hf-overrides",
+            '{"architectures": ["Qwen3ForSequenceClassification"]}',
+            "--enable-prefix-caching",
+            "--max_num_batched_tokens=1024",
+            "--chat-template",
+            str(template),
+        ],
         env={"LD_PRELOAD": "/lib/libiomp5.so", "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     options = options_from_plan(plan)
@@ -52,7 +89,7 @@ def test_server_flags_become_the_same_engine_arguments(tmp_path: Path) -> None:
 
 
 def test_long_documents_are_cut_as_the_gateway_cuts_them(tmp_path: Path) -> None:
-    from reranker_template.config import load_settings
+    from reranker_template.settings import load_settings
 
     settings = load_settings({"MODEL_NAME": "/models/m"})
     pair = options_from_plan(make_plan(["--max-model-len", "512"]), settings)
@@ -65,7 +102,9 @@ def test_long_documents_are_cut_as_the_gateway_cuts_them(tmp_path: Path) -> None
     assert split.request_defaults == {"max_tokens_per_query": 512, "max_tokens_per_doc": 2048 - 512 - 256}
     assert split.score_kwargs()["pooling_params"].extra_kwargs == split.request_defaults
 
-    strict = options_from_plan(make_plan(["--max-model-len", "512"]), load_settings({"MODEL_NAME": "/models/m", "TRUNCATE": "false"}))
+    strict = options_from_plan(
+        make_plan(["--max-model-len", "512"]), load_settings({"MODEL_NAME": "/models/m", "TRUNCATE": "false"})
+    )
     assert strict.request_defaults == {} and strict.score_kwargs() == {}
 
 
@@ -77,7 +116,13 @@ def test_a_plan_without_the_vllm_module_is_refused() -> None:
 
 
 def test_the_settings_of_the_server_reach_the_offline_engine(tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "MODEL_NAME": str(minilm_dir()), "VLLM_ARGS": "--max-model-len 128", "HF_HUB_OFFLINE": "1", "PATH": os.environ["PATH"]}
+    env = {
+        "HOME": str(tmp_path),
+        "MODEL_NAME": str(minilm_dir()),
+        "VLLM_ARGS": "--max-model-len 128",
+        "HF_HUB_OFFLINE": "1",
+        "PATH": os.environ["PATH"],
+    }
     plan = plan_for(None, env)
     args = options_from_plan(plan).engine_args
     assert args.model == str(minilm_dir()) and args.max_model_len == 128
@@ -97,9 +142,22 @@ def test_ld_preload_is_applied_by_restarting_once() -> None:
 @pytest.mark.vllm
 def test_offline_scores_equal_the_servers(minilm_stack, vllm_cache_root: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "HF_"))}
-    env.update(HOME=str(tmp_path), MODEL_NAME=str(minilm_dir()), HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", VLLM_CACHE_ROOT=str(vllm_cache_root))
+    env.update(
+        HOME=str(tmp_path),
+        MODEL_NAME=str(minilm_dir()),
+        HF_HUB_OFFLINE="1",
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_CACHE_ROOT=str(vllm_cache_root),
+    )
     # The long document is cut to the model's 256 tokens (the gateway's default truncation, applied offline too).
-    offline = subprocess.run([RERANKER, "score-offline", QUERY, "--json"], input="\n".join([*DOCS, LONG_DOC]), env=env, capture_output=True, text=True, timeout=400)
+    offline = subprocess.run(
+        [RERANKER, "score-offline", QUERY, "--json"],
+        input="\n".join([*DOCS, LONG_DOC]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert offline.returncode == 0, offline.stderr[-3000:]
     report = json.loads(offline.stdout)  # vLLM's logs went to stderr
 

@@ -1,6 +1,6 @@
 """`reranker plan --json` picks the parallel layout a user should get, on every GPU box we stand in for.
 
-nvidia-smi is the one piece of hardware we fake (tests/fake_nvidia_smi, first on PATH); models are hub ids
+nvidia-smi is the one piece of hardware we fake (tests/support/fake_nvidia_smi, first on PATH); models are hub ids
 served from a Hugging Face cache built in tmp from tests/fixtures/models (configs and sizes of the real
 checkpoints, sparse weight files), with HF_HUB_OFFLINE=1, so nothing touches the network.
 """
@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.fake_hub import LoopbackHub
 
-from fake_hub import LoopbackHub
 from reranker_template import cli
-from reranker_template.modelinfo import ModelInfo, inspect_model
-from reranker_template.parallel import required_gpu_memory_gib, tp_problem
+from reranker_template.facts.model import ModelInfo, inspect_model
+from reranker_template.plan.layout import required_gpu_memory_gib, tp_problem
 
 TESTS = Path(__file__).parent
-FAKE_SMI = TESTS / "fake_nvidia_smi"
+FAKE_SMI = TESTS / "support" / "fake_nvidia_smi"
 MODELS = TESTS / "fixtures" / "models"
 RERANKER = Path(sys.executable).parent / "reranker"
 
@@ -30,8 +30,14 @@ INVENTORIES = {
     "1xT4": {"gpus": [{"name": "Tesla T4", "memory_mib": 15360, "compute_cap": "7.5", "count": 1}], "p2p": "OK"},
     "2xL4": {"gpus": [{"name": "NVIDIA L4", "memory_mib": 23034, "compute_cap": "8.9", "count": 2}], "p2p": "NS"},
     "3xA10": {"gpus": [{"name": "NVIDIA A10", "memory_mib": 23028, "compute_cap": "8.6", "count": 3}], "p2p": "OK"},
-    "4xA100": {"gpus": [{"name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920, "compute_cap": "8.0", "count": 4}], "p2p": "OK"},
-    "8x4090": {"gpus": [{"name": "NVIDIA GeForce RTX 4090", "memory_mib": 24564, "compute_cap": "8.9", "count": 8}], "p2p": "CNS"},
+    "4xA100": {
+        "gpus": [{"name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920, "compute_cap": "8.0", "count": 4}],
+        "p2p": "OK",
+    },
+    "8x4090": {
+        "gpus": [{"name": "NVIDIA GeForce RTX 4090", "memory_mib": 24564, "compute_cap": "8.9", "count": 8}],
+        "p2p": "CNS",
+    },
 }
 
 MODEL_DIRS = {
@@ -334,7 +340,9 @@ def test_parallel_mode_dp_with_a_model_that_fits_no_gpu_stops(box: Box) -> None:
     assert "PARALLEL_MODE=auto would run tensor parallelism 4 x data parallelism 2" in message
 
 
-@pytest.mark.parametrize("spelling", ["-tp 2", "--tensor-parallel-size=2", "--tensor-parallel-size 2", "--tensor_parallel_size 2"])
+@pytest.mark.parametrize(
+    "spelling", ["-tp 2", "--tensor-parallel-size=2", "--tensor-parallel-size 2", "--tensor_parallel_size 2"]
+)
 def test_vllm_args_tensor_parallel_is_respected(box: Box, spelling: str) -> None:
     box.gpus("4xA100")
     box.model("4B")
@@ -505,7 +513,9 @@ def test_reranker_plan_command(tmp_path: Path) -> None:
     plan = json.loads(result.stdout)
     assert (plan["gpu_count"], plan["tensor_parallel_size"], plan["data_parallel_size"]) == (8, 4, 2)
 
-    result = subprocess.run([*exe, "plan", "--json"], env={**env, "PARALLEL_MODE": "dp"}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*exe, "plan", "--json"], env={**env, "PARALLEL_MODE": "dp"}, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("reranker: PARALLEL_MODE=dp") and result.stderr.count("\n") == 1
@@ -530,7 +540,10 @@ class FakeHub(LoopbackHub):
             small = {p.name: p.read_bytes() for p in directory.glob("*.json") if p.name != "files.json"}
             if path in (f"/api/models/{repo}", f"/api/models/{repo}/revision/main"):
                 siblings = [{"rfilename": name, "size": len(data)} for name, data in small.items()]
-                siblings += [{"rfilename": name, "size": size, "lfs": {"size": size, "sha256": "0" * 64, "pointerSize": 134}} for name, size in facts["files"].items()]
+                siblings += [
+                    {"rfilename": name, "size": size, "lfs": {"size": size, "sha256": "0" * 64, "pointerSize": 134}}
+                    for name, size in facts["files"].items()
+                ]
                 info = {"id": repo, "modelId": repo, "sha": self.REVISION, "private": False, "siblings": siblings}
                 return 200, {"Content-Type": "application/json"}, json.dumps(info).encode()
             prefix = f"/{repo}/resolve/"
@@ -541,7 +554,6 @@ class FakeHub(LoopbackHub):
                     etag = f'"{abs(hash(data)):x}"'
                     return 200, {"X-Repo-Commit": self.REVISION, "ETag": etag, "Content-Type": "application/json"}, data
         return 404, {"X-Error-Code": "EntryNotFound"}, b'{"error": "not found"}'
-
 
 
 def test_reranker_plan_reads_hub_metadata_without_downloading_weights(tmp_path: Path) -> None:
@@ -568,7 +580,13 @@ def test_reranker_plan_reads_hub_metadata_without_downloading_weights(tmp_path: 
         assert any("hub file sizes" in r for r in plan["reasons"])
 
         # A single-file float32 checkpoint: its size from the listing, halved because vLLM serves it in 16 bits.
-        result = subprocess.run([*exe, "plan", "--json"], env={**env, "MODEL_NAME": repo_id("bge")}, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [*exe, "plan", "--json"],
+            env={**env, "MODEL_NAME": repo_id("bge")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         plan = json.loads(result.stdout)
         assert (plan["tensor_parallel_size"], plan["data_parallel_size"]) == (1, 8)

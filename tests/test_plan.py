@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from reranker_template.config import load_settings
-from reranker_template.flags import PlanError
-from reranker_template.hardware import CpuInfo, Hardware, Runtime
-from reranker_template.modelinfo import ModelInfo
-from reranker_template.plan import make_plan
-from reranker_template.vllm_args import UserArgs, canonical_option
+from reranker_template.errors import PlanError
+from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
+from reranker_template.facts.model import ModelInfo
+from reranker_template.plan.build import make_plan
+from reranker_template.plan.user_args import UserArgs, canonical_option
+from reranker_template.settings import load_settings
 
 CPU_FP16 = Hardware(cpu=CpuInfo(cores=2, flags=frozenset({"avx512f", "avx512_bf16", "avx512_fp16"})))
 CPU_BF16 = Hardware(cpu=CpuInfo(cores=2, flags=frozenset({"avx512f", "avx512_bf16"})))
 CPU_PLAIN = Hardware(cpu=CpuInfo(cores=2, flags=frozenset({"avx2"})))
 RUNTIME = Runtime(python="/venv/bin/python", openmp_library="/venv/lib/libiomp5.so")
-MINILM = ModelInfo(name="/m", source="local", config={"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512})
+MINILM = ModelInfo(
+    name="/m",
+    source="local",
+    config={"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512},
+)
 
 
 def plan_for(env: dict[str, str], hardware: Hardware = CPU_FP16, model: ModelInfo = MINILM):
@@ -28,7 +32,19 @@ def option_value(command: tuple[str, ...], option: str) -> str | None:
 
 def test_plan_json_has_the_documented_keys() -> None:
     data = plan_for({}).to_dict()
-    for key in ("model", "served_model_name", "preset", "device", "gpu_count", "tensor_parallel_size", "data_parallel_size", "vllm_command", "gateway_port", "vllm_port", "reasons"):
+    for key in (
+        "model",
+        "served_model_name",
+        "preset",
+        "device",
+        "gpu_count",
+        "tensor_parallel_size",
+        "data_parallel_size",
+        "vllm_command",
+        "gateway_port",
+        "vllm_port",
+        "reasons",
+    ):
         assert key in data
     assert isinstance(data["vllm_command"], list) and isinstance(data["reasons"], list)
 
@@ -61,7 +77,10 @@ def test_cpu_mode_without_half_precision_instructions_uses_float32() -> None:
 def test_user_flag_wins_over_ours(spelling: str) -> None:
     plan = plan_for({"VLLM_ARGS": spelling})
     dtype_positions = [i for i, token in enumerate(plan.vllm_command) if token.startswith("--dtype")]
-    values = [plan.vllm_command[i].split("=", 1)[1] if "=" in plan.vllm_command[i] else plan.vllm_command[i + 1] for i in dtype_positions]
+    values = [
+        plan.vllm_command[i].split("=", 1)[1] if "=" in plan.vllm_command[i] else plan.vllm_command[i + 1]
+        for i in dtype_positions
+    ]
     assert set(values) == {"float32"}
     assert any("VLLM_ARGS sets it" in reason for reason in plan.reasons)
 
@@ -93,7 +112,14 @@ def test_loopback_host_in_user_args_is_allowed() -> None:
 
 @pytest.mark.parametrize(
     "token,canonical",
-    [("--max_model_len=5", "--max-model-len"), ("-tp", "--tensor-parallel-size"), ("-dp", "--data-parallel-size"), ("-O3", "--compilation-config"), ("5", None), ("-1", None)],
+    [
+        ("--max_model_len=5", "--max-model-len"),
+        ("-tp", "--tensor-parallel-size"),
+        ("-dp", "--data-parallel-size"),
+        ("-O3", "--compilation-config"),
+        ("5", None),
+        ("-1", None),
+    ],
 )
 def test_option_spellings(token: str, canonical: str | None) -> None:
     assert canonical_option(token) == canonical

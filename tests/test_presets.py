@@ -11,15 +11,19 @@ import json
 from pathlib import Path
 
 import pytest
+from test_parallel import Box, options
 from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from reranker_template import cli
-from reranker_template.config import load_settings
-from reranker_template.presets import PRESETS, QWEN3_DEFAULT_INSTRUCTION, qwen3_template, template_path
-from reranker_template.truncation import DefaultTruncation, apply_default_truncation, default_truncation
-from test_parallel import Box, options
+from reranker_template.plan.presets import PRESETS, QWEN3_DEFAULT_INSTRUCTION, qwen3_template, template_path
+from reranker_template.plan.truncation import DefaultTruncation, apply_default_truncation, default_truncation
+from reranker_template.settings import load_settings
 
-QWEN_OVERRIDES = {"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": True}
+QWEN_OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
 # Qwen's published prompt format (Qwen3-Reranker model card), the reference for our template.
 QWEN_PREFIX = '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
 QWEN_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
@@ -30,7 +34,9 @@ def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     return Box(tmp_path, monkeypatch, capsys)
 
 
-def write_model(base: Path, name: str, config: dict, tokenizer_config: dict | None = None, sentence_bert: dict | None = None) -> str:
+def write_model(
+    base: Path, name: str, config: dict, tokenizer_config: dict | None = None, sentence_bert: dict | None = None
+) -> str:
     """A local model directory with the metadata files its checkpoint ships (no weights needed to plan)."""
     directory = base / name
     directory.mkdir(parents=True)
@@ -44,7 +50,9 @@ def write_model(base: Path, name: str, config: dict, tokenizer_config: dict | No
 
 def render(template: str, query: str, document: str, **kwargs: str) -> str:
     """Render a score template the way vLLM does (transformers' Jinja environment, query/document roles)."""
-    return _compile_jinja_template(template).render(messages=[{"role": "query", "content": query}, {"role": "document", "content": document}], **kwargs)
+    return _compile_jinja_template(template).render(
+        messages=[{"role": "query", "content": query}, {"role": "document", "content": document}], **kwargs
+    )
 
 
 # --- the three models the issue names, from the (fake, offline) Hugging Face cache -------------------------
@@ -57,7 +65,9 @@ def test_qwen3_reranker_4b_gets_overrides_template_and_capped_length(box: Box) -
     assert plan["preset"] == "qwen3-reranker"
     assert flags["--runner"] == "pooling"
     assert json.loads(flags["--hf-overrides"]) == QWEN_OVERRIDES
-    assert flags["--chat-template"] == template_path("qwen3_reranker.jinja") and Path(flags["--chat-template"]).is_file()
+    assert (
+        flags["--chat-template"] == template_path("qwen3_reranker.jinja") and Path(flags["--chat-template"]).is_file()
+    )
     assert flags["--max-model-len"] == "8192"  # 40960 supported, capped
     assert "--enable-prefix-caching" in flags
     assert "--max-num-batched-tokens" not in flags
@@ -122,7 +132,11 @@ def test_reranker_preset_none_applies_no_family_flags(box: Box) -> None:
 
 
 def test_reranker_preset_forces_one(box: Box) -> None:
-    model = write_model(box.tmp, "my-finetune", {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960})
+    model = write_model(
+        box.tmp,
+        "my-finetune",
+        {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960},
+    )
     box.env(MODEL_NAME=model)
     assert box.plan()["preset"] is None  # a Qwen3 causal LM by another name could be a chat model
     box.env(RERANKER_PRESET="qwen3-reranker")
@@ -162,25 +176,83 @@ def test_encoder_batch_budget_follows_a_user_max_model_len(box: Box) -> None:
 
 FAMILIES = [
     # (directory name, config.json, tokenizer_config.json, sentence_bert_config.json, preset, expected flags)
-    ("Qwen3-Reranker-0.6B-seq-cls", {"architectures": ["Qwen3ForSequenceClassification"], "model_type": "qwen3", "max_position_embeddings": 40960}, {"model_max_length": 131072}, None,
-     "qwen3-reranker-seq-cls", {"--chat-template": template_path("qwen3_reranker.jinja"), "--max-model-len": "8192", "--enable-prefix-caching": None}),
-    ("mxbai-rerank-base-v2", {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 32768}, {"model_max_length": 32768}, None,
-     "mxbai-rerank-v2", {"--runner": "pooling", "--chat-template": template_path("mxbai_rerank_v2.jinja"), "--max-model-len": "8192"}),
-    ("bge-reranker-v2-gemma", {"architectures": ["GemmaForCausalLM"], "model_type": "gemma", "max_position_embeddings": 8192}, {"model_max_length": 1000000000000000019884624838656}, None,
-     "bge-reranker-v2-gemma", {"--runner": "pooling", "--chat-template": template_path("bge_reranker_v2_gemma.jinja"), "--max-model-len": "8192"}),
-    ("gte-multilingual-reranker-base", {"architectures": ["NewForSequenceClassification"], "model_type": "new", "max_position_embeddings": 8192}, {"model_max_length": 8192}, None,
-     "gte-multilingual-reranker", {"--trust-remote-code": None, "--max-model-len": "8192", "--max-num-batched-tokens": "8192"}),
-    ("bge-reranker-base", {"architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta", "max_position_embeddings": 514}, {"model_max_length": 512}, None,
-     "bge-reranker", {"--max-model-len": "512", "--max-num-batched-tokens": "8192"}),
-    ("ms-marco-MiniLM-L-6-v2", {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "max_position_embeddings": 512}, {"model_max_length": 512}, None,
-     "cross-encoder", {"--max-model-len": "512", "--max-num-batched-tokens": "8192"}),
-    ("all-MiniLM-L6-v2", {"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512}, {"model_max_length": 512}, {"max_seq_length": 256},
-     "embedding", {"--runner": "pooling", "--max-model-len": "256", "--max-num-batched-tokens": "8192"}),
+    (
+        "Qwen3-Reranker-0.6B-seq-cls",
+        {"architectures": ["Qwen3ForSequenceClassification"], "model_type": "qwen3", "max_position_embeddings": 40960},
+        {"model_max_length": 131072},
+        None,
+        "qwen3-reranker-seq-cls",
+        {
+            "--chat-template": template_path("qwen3_reranker.jinja"),
+            "--max-model-len": "8192",
+            "--enable-prefix-caching": None,
+        },
+    ),
+    (
+        "mxbai-rerank-base-v2",
+        {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 32768},
+        {"model_max_length": 32768},
+        None,
+        "mxbai-rerank-v2",
+        {"--runner": "pooling", "--chat-template": template_path("mxbai_rerank_v2.jinja"), "--max-model-len": "8192"},
+    ),
+    (
+        "bge-reranker-v2-gemma",
+        {"architectures": ["GemmaForCausalLM"], "model_type": "gemma", "max_position_embeddings": 8192},
+        {"model_max_length": 1000000000000000019884624838656},
+        None,
+        "bge-reranker-v2-gemma",
+        {
+            "--runner": "pooling",
+            "--chat-template": template_path("bge_reranker_v2_gemma.jinja"),
+            "--max-model-len": "8192",
+        },
+    ),
+    (
+        "gte-multilingual-reranker-base",
+        {"architectures": ["NewForSequenceClassification"], "model_type": "new", "max_position_embeddings": 8192},
+        {"model_max_length": 8192},
+        None,
+        "gte-multilingual-reranker",
+        {"--trust-remote-code": None, "--max-model-len": "8192", "--max-num-batched-tokens": "8192"},
+    ),
+    (
+        "bge-reranker-base",
+        {
+            "architectures": ["XLMRobertaForSequenceClassification"],
+            "model_type": "xlm-roberta",
+            "max_position_embeddings": 514,
+        },
+        {"model_max_length": 512},
+        None,
+        "bge-reranker",
+        {"--max-model-len": "512", "--max-num-batched-tokens": "8192"},
+    ),
+    (
+        "ms-marco-MiniLM-L-6-v2",
+        {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "max_position_embeddings": 512},
+        {"model_max_length": 512},
+        None,
+        "cross-encoder",
+        {"--max-model-len": "512", "--max-num-batched-tokens": "8192"},
+    ),
+    (
+        "all-MiniLM-L6-v2",
+        {"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512},
+        {"model_max_length": 512},
+        {"max_seq_length": 256},
+        "embedding",
+        {"--runner": "pooling", "--max-model-len": "256", "--max-num-batched-tokens": "8192"},
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "config", "tokenizer", "sentence_bert", "preset", "expected"), FAMILIES, ids=[f[0] for f in FAMILIES])
-def test_family_flags_from_a_local_directory(box: Box, name: str, config: dict, tokenizer: dict, sentence_bert: dict | None, preset: str, expected: dict) -> None:
+@pytest.mark.parametrize(
+    ("name", "config", "tokenizer", "sentence_bert", "preset", "expected"), FAMILIES, ids=[f[0] for f in FAMILIES]
+)
+def test_family_flags_from_a_local_directory(
+    box: Box, name: str, config: dict, tokenizer: dict, sentence_bert: dict | None, preset: str, expected: dict
+) -> None:
     box.env(MODEL_NAME=write_model(box.tmp / "models", name, config, tokenizer, sentence_bert))
     plan = box.plan()
     flags = options(plan)
@@ -189,9 +261,17 @@ def test_family_flags_from_a_local_directory(box: Box, name: str, config: dict, 
         assert option in flags and flags[option] == value, (option, flags)
     hf = json.loads(flags.get("--hf-overrides") or "{}")
     if preset == "mxbai-rerank-v2":
-        assert hf == {"architectures": ["Qwen2ForSequenceClassification"], "classifier_from_token": ["0", "1"], "method": "from_2_way_softmax"}
+        assert hf == {
+            "architectures": ["Qwen2ForSequenceClassification"],
+            "classifier_from_token": ["0", "1"],
+            "method": "from_2_way_softmax",
+        }
     if preset == "bge-reranker-v2-gemma":
-        assert hf == {"architectures": ["GemmaForSequenceClassification"], "classifier_from_token": ["Yes"], "method": "no_post_processing"}
+        assert hf == {
+            "architectures": ["GemmaForSequenceClassification"],
+            "classifier_from_token": ["Yes"],
+            "method": "no_post_processing",
+        }
     if preset == "gte-multilingual-reranker":
         assert hf == {"architectures": ["GteNewForSequenceClassification"]}
     if preset in ("qwen3-reranker-seq-cls", "bge-reranker", "cross-encoder", "embedding"):
@@ -199,7 +279,17 @@ def test_family_flags_from_a_local_directory(box: Box, name: str, config: dict, 
 
 
 def test_a_seq_cls_conversion_under_an_original_name_follows_its_config(box: Box) -> None:
-    box.env(MODEL_NAME=write_model(box.tmp, "Qwen3-Reranker-4B", {"architectures": ["Qwen3ForSequenceClassification"], "model_type": "qwen3", "max_position_embeddings": 40960}))
+    box.env(
+        MODEL_NAME=write_model(
+            box.tmp,
+            "Qwen3-Reranker-4B",
+            {
+                "architectures": ["Qwen3ForSequenceClassification"],
+                "model_type": "qwen3",
+                "max_position_embeddings": 40960,
+            },
+        )
+    )
     plan = box.plan()
     assert plan["preset"] == "qwen3-reranker-seq-cls"
     assert "--hf-overrides" not in options(plan)  # already converted: overrides would load it wrongly
@@ -217,7 +307,11 @@ def test_every_preset_template_is_shipped_and_names_are_unique() -> None:
 
 def test_our_qwen3_template_renders_qwens_published_format_exactly() -> None:
     template = Path(template_path("qwen3_reranker.jinja")).read_text()
-    expected = QWEN_PREFIX + f"<Instruct>: {QWEN3_DEFAULT_INSTRUCTION}\n<Query>: What is tea?\n<Document>: Tea is a drink." + QWEN_SUFFIX
+    expected = (
+        QWEN_PREFIX
+        + f"<Instruct>: {QWEN3_DEFAULT_INSTRUCTION}\n<Query>: What is tea?\n<Document>: Tea is a drink."
+        + QWEN_SUFFIX
+    )
     assert render(template, "What is tea?", "Tea is a drink.") == expected  # ends with "\n\n", the scored token
     custom = render(template, "q", "d", instruction="Find code")
     assert custom == QWEN_PREFIX + "<Instruct>: Find code\n<Query>: q\n<Document>: d" + QWEN_SUFFIX
@@ -231,8 +325,10 @@ def test_rerank_instruction_is_rendered_into_the_template_vllm_gets(box: Box) ->
     value = options(plan)["--chat-template"]
     assert value == qwen3_template(instruction)
     assert not Path(template_path("qwen3_reranker.jinja")).read_text() == value
-    assert render(value, "q", "d") == QWEN_PREFIX + f"<Instruct>: {instruction}\n<Query>: q\n<Document>: d" + QWEN_SUFFIX
-    assert render(value, "q", "d", instruction="per request") .startswith(QWEN_PREFIX + "<Instruct>: per request\n")
+    assert (
+        render(value, "q", "d") == QWEN_PREFIX + f"<Instruct>: {instruction}\n<Query>: q\n<Document>: d" + QWEN_SUFFIX
+    )
+    assert render(value, "q", "d", instruction="per request").startswith(QWEN_PREFIX + "<Instruct>: per request\n")
     assert any("RERANK_INSTRUCTION" in r for r in plan["reasons"])
 
 
@@ -275,9 +371,16 @@ def test_a_request_that_chooses_its_own_truncation_is_left_alone(field: str) -> 
 
 def test_other_routes_and_odd_bodies_pass_through() -> None:
     policy = DefaultTruncation("pair", 512)
-    for path, body in (("/v1/embeddings", {"input": "x"}), ("/tokenize", {"prompt": "x"}), ("/v1/rerank", ["not", "a", "dict"])):
+    for path, body in (
+        ("/v1/embeddings", {"input": "x"}),
+        ("/tokenize", {"prompt": "x"}),
+        ("/v1/rerank", ["not", "a", "dict"]),
+    ):
         assert apply_default_truncation(path, body, policy) is body
-    assert apply_default_truncation("/v1/rerank/", {"query": "q"}, policy) == {"query": "q", "truncate_prompt_tokens": -1}
+    assert apply_default_truncation("/v1/rerank/", {"query": "q"}, policy) == {
+        "query": "q",
+        "truncate_prompt_tokens": -1,
+    }
     assert apply_default_truncation("/v1/rerank", {"query": "q"}, None) == {"query": "q"}
 
 

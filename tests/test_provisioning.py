@@ -8,17 +8,16 @@ import io
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from reranker_template import cli_provision
-from reranker_template.config import load_settings
+from reranker_template.cli import provision as cli_provision
 from reranker_template.paths import Paths
-from reranker_template.provisioning import (
+from reranker_template.serve.provisioning import (
     COMPLETE_MARKER,
     FAILED_MARKER,
     RUNNING_MARKER,
@@ -29,6 +28,7 @@ from reranker_template.provisioning import (
     run_provisioning,
     wait_for_provisioning,
 )
+from reranker_template.settings import load_settings
 
 FAST = Download(retries=3, backoff_seconds=0.01, connect_timeout=2.0, read_timeout=10.0)
 
@@ -140,7 +140,9 @@ def test_a_changed_script_runs_again(server: ScriptServer, paths: Paths, tmp_pat
     assert result.state == "succeeded" and runs(count) == 2
 
 
-def test_failure_with_continue_lets_vllm_start_and_retries_next_boot(server: ScriptServer, paths: Paths, tmp_path: Path) -> None:
+def test_failure_with_continue_lets_vllm_start_and_retries_next_boot(
+    server: ScriptServer, paths: Paths, tmp_path: Path
+) -> None:
     count = tmp_path / "count"
     url = server.add("/fails.sh", counting_script(count, "exit 3"))
     settings = settings_for(url)  # PROVISIONING_FAILURE defaults to continue
@@ -175,13 +177,17 @@ def test_checksum_mismatch_is_refused(server: ScriptServer, paths: Paths, tmp_pa
     url = server.add("/setup.sh", text)
     wrong = hashlib.sha256(b"something else").hexdigest()
     out = io.StringIO()
-    result = run_provisioning(settings_for(url, PROVISIONING_SHA256=wrong), paths, paths.state_dir, download=FAST, echo=out)
+    result = run_provisioning(
+        settings_for(url, PROVISIONING_SHA256=wrong), paths, paths.state_dir, download=FAST, echo=out
+    )
     assert result.state == "failed" and "PROVISIONING_SHA256" in (result.reason or "")
     assert runs(count) == 0  # never executed
     assert "PROVISIONING_SHA256 does not match" in out.getvalue()
 
     right = hashlib.sha256(text.encode()).hexdigest().upper()  # sha256sum output, any case
-    result = run_provisioning(settings_for(url, PROVISIONING_SHA256=right), paths, paths.state_dir, download=FAST, echo=io.StringIO())
+    result = run_provisioning(
+        settings_for(url, PROVISIONING_SHA256=right), paths, paths.state_dir, download=FAST, echo=io.StringIO()
+    )
     assert result.state == "succeeded" and runs(count) == 1
 
 
@@ -235,7 +241,9 @@ def test_download_is_retried_on_server_errors(server: ScriptServer, paths: Paths
 
 
 def test_a_missing_script_fails_with_the_http_status(server: ScriptServer, paths: Paths) -> None:
-    result = run_provisioning(settings_for(server.url("/nope.sh")), paths, paths.state_dir, download=FAST, echo=io.StringIO())
+    result = run_provisioning(
+        settings_for(server.url("/nope.sh")), paths, paths.state_dir, download=FAST, echo=io.StringIO()
+    )
     assert result.state == "failed" and "HTTP 404" in (result.reason or "")
 
 
@@ -248,7 +256,9 @@ def test_a_local_path_without_shebang_runs_with_bash(paths: Paths, tmp_path: Pat
 
 
 def test_other_schemes_are_refused(paths: Paths) -> None:
-    result = run_provisioning(settings_for("ftp://example.invalid/x.sh"), paths, paths.state_dir, download=FAST, echo=io.StringIO())
+    result = run_provisioning(
+        settings_for("ftp://example.invalid/x.sh"), paths, paths.state_dir, download=FAST, echo=io.StringIO()
+    )
     assert result.state == "failed" and "http(s)" in (result.reason or "")
 
 
@@ -267,7 +277,11 @@ def test_launcher_waits_while_the_script_runs(server: ScriptServer, paths: Paths
     assert wait_for_provisioning(paths.state_dir, timeout=0.3).state == "timeout"
 
     results = []
-    runner = threading.Thread(target=lambda: results.append(run_provisioning(settings, paths, paths.state_dir, download=FAST, echo=io.StringIO())))
+    runner = threading.Thread(
+        target=lambda: results.append(
+            run_provisioning(settings, paths, paths.state_dir, download=FAST, echo=io.StringIO())
+        )
+    )
     runner.start()
     # Still running: the launcher keeps waiting.
     assert wait_for_provisioning(paths.state_dir, timeout=0.5).state == "timeout"
@@ -341,10 +355,18 @@ def test_example_predownload_skips_a_local_model(paths: Paths, tmp_path: Path, m
     assert "local path: nothing to download" in out
 
 
-def test_example_predownload_reaches_the_hub_client(paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_predownload_reaches_the_hub_client(
+    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Offline and not cached: the script gets as far as huggingface_hub, which says so, and fails.
     result, out = _run_example(
-        "predownload-model.sh", paths, monkeypatch, MODEL_NAME=str(tmp_path), PRELOAD_MODELS="org/not-cached", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")
+        "predownload-model.sh",
+        paths,
+        monkeypatch,
+        MODEL_NAME=str(tmp_path),
+        PRELOAD_MODELS="org/not-cached",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
     )
     assert result.state == "failed", out
     assert "downloading org/not-cached" in out and "LocalEntryNotFoundError" in out
@@ -370,7 +392,9 @@ def test_a_boot_clears_the_running_marker_of_an_interrupted_boot(paths: Paths) -
 
 
 def test_a_secret_in_the_url_stays_out_of_logs_and_markers(server: ScriptServer, paths: Paths, tmp_path: Path) -> None:
-    url = server.add("/s.sh?token=SECRET123", counting_script(tmp_path / "count")).replace("http://", "http://user:PASSWORD9@")
+    url = server.add("/s.sh?token=SECRET123", counting_script(tmp_path / "count")).replace(
+        "http://", "http://user:PASSWORD9@"
+    )
     out = io.StringIO()
     first = run_provisioning(settings_for(url), paths, paths.state_dir, download=FAST, echo=out)
     assert first.state == "succeeded"
@@ -379,7 +403,13 @@ def test_a_secret_in_the_url_stays_out_of_logs_and_markers(server: ScriptServer,
     assert "SECRET123" not in written and "PASSWORD9" not in written
     assert "/s.sh?…" in written
     # The marker still recognises the same script (and only it) on the next boot.
-    assert run_provisioning(settings_for(url), paths, paths.state_dir, download=FAST, echo=io.StringIO()).state == "already-done"
+    assert (
+        run_provisioning(settings_for(url), paths, paths.state_dir, download=FAST, echo=io.StringIO()).state
+        == "already-done"
+    )
     other = url.replace("SECRET123", "OTHER")
     server.scripts["/s.sh?token=OTHER"] = b"#!/bin/sh\ntrue\n"
-    assert run_provisioning(settings_for(other), paths, paths.state_dir, download=FAST, echo=io.StringIO()).state == "succeeded"
+    assert (
+        run_provisioning(settings_for(other), paths, paths.state_dir, download=FAST, echo=io.StringIO()).state
+        == "succeeded"
+    )

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.stack_runner import RunningStack, free_port
 
-from reranker_template.config import load_settings
-from reranker_template.quality import TRIPLES, judge, likely_cause, run_quality_check
-from stack_runner import RunningStack, free_port
+from reranker_template.serve.quality import TRIPLES, judge, likely_cause, run_quality_check
+from reranker_template.settings import load_settings
 
 N = len(TRIPLES)
 
@@ -48,10 +48,32 @@ def test_the_set_covers_several_languages() -> None:
 @pytest.mark.parametrize(
     ("plan", "expected"),
     [
-        ({"preset": None, "vllm_command": ["--runner", "pooling", "--hf-overrides", '{"is_original_qwen3_reranker":true,"classifier_from_token":["no","yes"]}']}, "score template is missing"),
+        (
+            {
+                "preset": None,
+                "vllm_command": [
+                    "--runner",
+                    "pooling",
+                    "--hf-overrides",
+                    '{"is_original_qwen3_reranker":true,"classifier_from_token":["no","yes"]}',
+                ],
+            },
+            "score template is missing",
+        ),
         ({"preset": None, "vllm_command": ["--model", "x"]}, "RERANKER_PRESET=<name>"),
         ({"preset": "embedding", "vllm_command": []}, "embedding model"),
-        ({"preset": "qwen3-reranker", "vllm_command": ["--hf-overrides", '{"is_original_qwen3_reranker":true}', "--chat-template", "/t.jinja"]}, "may not fit"),
+        (
+            {
+                "preset": "qwen3-reranker",
+                "vllm_command": [
+                    "--hf-overrides",
+                    '{"is_original_qwen3_reranker":true}',
+                    "--chat-template",
+                    "/t.jinja",
+                ],
+            },
+            "may not fit",
+        ),
     ],
 )
 def test_the_likely_cause_is_named(plan: dict, expected: str) -> None:
@@ -59,7 +81,9 @@ def test_the_likely_cause_is_named(plan: dict, expected: str) -> None:
 
 
 def test_quality_check_false_skips() -> None:
-    outcome = run_quality_check(load_settings({"QUALITY_CHECK": "false"}), {"vllm_port": free_port(), "served_model_name": "m"})
+    outcome = run_quality_check(
+        load_settings({"QUALITY_CHECK": "false"}), {"vllm_port": free_port(), "served_model_name": "m"}
+    )
     assert outcome.state == "skipped" and "QUALITY_CHECK=false" in outcome.detail
 
 

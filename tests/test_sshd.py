@@ -15,16 +15,17 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from support.stack_runner import free_port
 
-from stack_runner import free_port
-from reranker_template import sshd
-from reranker_template.config import ConfigError, load_settings
+from reranker_template.errors import ConfigError
 from reranker_template.paths import Paths
-from reranker_template.supervisor import SupervisorConfig, render
+from reranker_template.serve import sshd
+from reranker_template.serve.supervisor import SupervisorConfig, render
+from reranker_template.settings import load_settings
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmK2F0w1h6bEm3Qm0cYx4YyS1o7g3m1nZbq5k1cQZ6Z alice@laptop"
 RSA = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 bob@desk"
@@ -44,7 +45,9 @@ def paths_in(tmp_path: Path, container: bool = False) -> Paths:
 
 
 def test_keys_from_ssh_public_key_and_vasts_public_key():
-    settings = load_settings({"SSH_PUBLIC_KEY": f"{ED25519}\n\n# a comment\n{RSA}\n", "PUBLIC_KEY": f"{ED25519}\nnot a key"})
+    settings = load_settings(
+        {"SSH_PUBLIC_KEY": f"{ED25519}\n\n# a comment\n{RSA}\n", "PUBLIC_KEY": f"{ED25519}\nnot a key"}
+    )
     assert settings.ssh_public_keys == (ED25519, RSA)  # de-duplicated; Vast's junk line skipped
     assert settings.ssh_port == 22
     one_line = load_settings({"SSH_PUBLIC_KEY": f"{ED25519}\\n{RSA}"})  # one-line env editors
@@ -91,7 +94,13 @@ def test_config_allows_keys_only_and_local_forwarding_only(tmp_path):
     assert config["PermitRootLogin"] == "prohibit-password" and config["PermitEmptyPasswords"] == "no"
     assert config["AllowTcpForwarding"] == "local"
     assert config["PermitListen"] == "none" and config["GatewayPorts"] == "no"
-    for off in ("AllowStreamLocalForwarding", "AllowAgentForwarding", "X11Forwarding", "PermitTunnel", "PermitUserEnvironment"):
+    for off in (
+        "AllowStreamLocalForwarding",
+        "AllowAgentForwarding",
+        "X11Forwarding",
+        "PermitTunnel",
+        "PermitUserEnvironment",
+    ):
         assert config[off] == "no", off
     assert [value for key, value in directives(text) if key == "HostKey"] == [str(p) for p in files.host_keys()]
     loopback = dict(directives(sshd.render_config(settings, files, listen=("127.0.0.1",))))
@@ -106,8 +115,8 @@ def test_authorized_keys_holds_every_key_one_per_line():
 def test_tunnel_command_uses_vasts_mapped_port():
     settings = load_settings({"SSH_PUBLIC_KEY": ED25519})
     env = {"PUBLIC_IPADDR": "203.0.113.9", "VAST_TCP_PORT_22": "40022"}
-    assert sshd.tunnel_command(settings, env) == "ssh -p 40022 root@203.0.113.9 -L 18000:localhost:18000"
-    assert sshd.tunnel_command(settings, {}) == "ssh -p <ssh-port> root@<instance-ip> -L 18000:localhost:18000"
+    assert sshd.tunnel_command(settings, env) == "ssh -p 40022 root@203.0.113.9 -N -L 18000:localhost:18000"
+    assert sshd.tunnel_command(settings, {}) == "ssh -p <ssh-port> root@<instance-ip> -N -L 18000:localhost:18000"
 
 
 # --------------------------------------------------------------------------------------------- supervisord
@@ -135,14 +144,16 @@ def test_prepare_writes_private_files_and_keeps_host_keys_across_restarts(tmp_pa
     settings = load_settings({"SSH_PUBLIC_KEY": ED25519})
     paths = paths_in(tmp_path)
     lines: list[str] = []
-    program = sshd.prepare(settings, paths, env={"PUBLIC_IPADDR": "203.0.113.9", "VAST_TCP_PORT_22": "40022"}, report=lines.append)
+    program = sshd.prepare(
+        settings, paths, env={"PUBLIC_IPADDR": "203.0.113.9", "VAST_TCP_PORT_22": "40022"}, report=lines.append
+    )
     assert program is not None and program.binary == SSHD
     files = sshd.sshd_files(paths)
     assert stat.S_IMODE(files.directory.stat().st_mode) == 0o700
     for path in (files.config, files.authorized_keys, *files.host_keys()):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert files.authorized_keys.read_text() == ED25519 + "\n"
-    assert "ssh -p 40022 root@203.0.113.9 -L 18000:localhost:18000" in lines[-1]
+    assert "ssh -p 40022 root@203.0.113.9 -N -L 18000:localhost:18000" in lines[-1]
     before = {p: p.read_bytes() for p in files.host_keys()}
     # A restart with another key: same host identity, new authorized_keys.
     assert sshd.prepare(load_settings({"SSH_PUBLIC_KEY": RSA}), paths, report=lines.append) is not None
@@ -184,7 +195,9 @@ class RunningSshd:
         self.client_key = tmp_path / "client" / "id_ed25519"
         self.client_key.parent.mkdir(mode=0o700)
         keygen(self.client_key)
-        settings = load_settings({"SSH_PUBLIC_KEY": self.client_key.with_suffix(".pub").read_text(), "SSH_PORT": str(self.port)})
+        settings = load_settings(
+            {"SSH_PUBLIC_KEY": self.client_key.with_suffix(".pub").read_text(), "SSH_PORT": str(self.port)}
+        )
         program = sshd.prepare(settings, paths_in(tmp_path), listen=("127.0.0.1",), report=lambda _line: None)
         assert program is not None
         self.files = sshd.sshd_files(paths_in(tmp_path))
@@ -194,7 +207,9 @@ class RunningSshd:
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_key[0]} {host_key[1]}\n")
         self.log = tmp_path / "sshd.log"
         self.process = subprocess.Popen(
-            [str(program.binary), "-D", "-e", "-f", str(program.config)], stdout=open(self.log, "wb"), stderr=subprocess.STDOUT
+            [str(program.binary), "-D", "-e", "-f", str(program.config)],
+            stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT,
         )
         self.wait_listening()
 
@@ -207,13 +222,32 @@ class RunningSshd:
 
     def ssh_argv(self, *options: str, key: Path | None = None) -> list[str]:
         return [
-            "ssh", "-F", "/dev/null", "-p", str(self.port),
-            "-i", str(key or self.client_key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "ConnectTimeout=10", *options, "root@127.0.0.1",
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(self.port),
+            "-i",
+            str(key or self.client_key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "ConnectTimeout=10",
+            *options,
+            "root@127.0.0.1",
         ]
 
-    def run(self, *args: str, key: Path | None = None, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, key: Path | None = None, options: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.ssh_argv(*options, key=key), *args], capture_output=True, text=True, timeout=30)
 
     def stop(self) -> None:
@@ -222,7 +256,9 @@ class RunningSshd:
 
 
 def keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-client", "-f", str(path)], check=True, timeout=30)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-client", "-f", str(path)], check=True, timeout=30
+    )
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +292,8 @@ def test_key_login_works_and_other_keys_and_passwords_are_refused(running_sshd, 
     assert refused.returncode == 255 and "Permission denied (publickey)" in refused.stderr
     # Password and keyboard-interactive: the server offers neither (only "publickey" is listed).
     password = running_sshd.run(
-        "true", options=("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive")
+        "true",
+        options=("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"),
     )
     assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
 
@@ -268,7 +305,8 @@ def test_local_forward_reaches_the_loopback_server(running_sshd, vllm_stand_in):
     local = free_port()
     tunnel = subprocess.Popen(
         running_sshd.ssh_argv("-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:127.0.0.1:{vllm_stand_in}"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_port(local, tunnel)
@@ -283,7 +321,9 @@ def test_local_forward_reaches_the_loopback_server(running_sshd, vllm_stand_in):
 @needs_sshd
 def test_remote_forward_is_refused(running_sshd, vllm_stand_in):
     remote = free_port()
-    result = running_sshd.run(options=("-N", "-o", "ExitOnForwardFailure=yes", "-R", f"{remote}:127.0.0.1:{vllm_stand_in}"))
+    result = running_sshd.run(
+        options=("-N", "-o", "ExitOnForwardFailure=yes", "-R", f"{remote}:127.0.0.1:{vllm_stand_in}")
+    )
     assert result.returncode == 255
     assert "remote port forwarding failed" in result.stderr
     with pytest.raises(OSError):
@@ -293,12 +333,16 @@ def test_remote_forward_is_refused(running_sshd, vllm_stand_in):
 @pytest.mark.parametrize("with_key", [True, False])
 def test_the_stack_runs_sshd_only_with_a_key(tmp_path, with_key):
     """`reranker serve`/`boot` write supervisord.conf with the sshd program exactly when a key is set."""
-    from reranker_template import stack
+    from reranker_template.serve import stack
 
     model = Path(__file__).resolve().parent / "fixtures" / "models" / "bge-reranker-v2-m3"
     env = {
-        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1",
-        "MODEL_NAME": str(model), "RERANKER_STATE_DIR": str(tmp_path / "state"), "SSH_PORT": str(free_port()),
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "1",
+        "MODEL_NAME": str(model),
+        "RERANKER_STATE_DIR": str(tmp_path / "state"),
+        "SSH_PORT": str(free_port()),
     }
     if with_key:
         env["SSH_PUBLIC_KEY"] = ED25519

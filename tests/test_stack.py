@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
-from stack_runner import RERANKER, RunningStack, http_get, http_post_json, minilm_dir, processes_with_env, stack_env, start_stack
-from tiny_models import make_bert_cross_encoder
+from support.stack_runner import (
+    RERANKER,
+    RunningStack,
+    http_get,
+    http_post_json,
+    minilm_dir,
+    processes_with_env,
+    stack_env,
+    start_stack,
+)
+from support.tiny_models import make_bert_cross_encoder
 
 pytestmark = pytest.mark.vllm
 
@@ -55,7 +61,9 @@ def test_minilm_rerank_ranks_green_tea_above_basketball(minilm_stack: RunningSta
 
 def test_minilm_score_returns_one_score_per_pair_in_input_order(minilm_stack: RunningStack) -> None:
     documents = [SEED_DOCUMENTS[3], SEED_DOCUMENTS[0], SEED_DOCUMENTS[2]]
-    status, body = http_post_json(minilm_stack.gateway_url + "/v1/score", {"model": "minilm", "text_1": GREEN_TEA_QUERY, "text_2": documents})
+    status, body = http_post_json(
+        minilm_stack.gateway_url + "/v1/score", {"model": "minilm", "text_1": GREEN_TEA_QUERY, "text_2": documents}
+    )
     assert status == 200, body
     assert [item["index"] for item in body["data"]] == [0, 1, 2]
     scores = [item["score"] for item in body["data"]]
@@ -64,7 +72,9 @@ def test_minilm_score_returns_one_score_per_pair_in_input_order(minilm_stack: Ru
 
 def test_vllm_listens_on_loopback_port_without_token(minilm_stack: RunningStack) -> None:
     """SSH-tunnel users reach vLLM on 127.0.0.1:VLLM_PORT directly, as Vast's images do."""
-    status, body = http_post_json(minilm_stack.vllm_url + "/v1/score", {"model": "minilm", "text_1": "a", "text_2": ["a", "b"]}, token=None)
+    status, body = http_post_json(
+        minilm_stack.vllm_url + "/v1/score", {"model": "minilm", "text_1": "a", "text_2": ["a", "b"]}, token=None
+    )
     assert status == 200 and len(body["data"]) == 2
 
 
@@ -95,14 +105,22 @@ def test_health_reports_ready_and_quality(minilm_stack: RunningStack) -> None:
 def bert_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path) -> Iterator[RunningStack]:
     model = make_bert_cross_encoder(tmp_path_factory.mktemp("tiny-bert"))
     # -O0 skips torch.compile's warm-up for this tiny model; the MiniLM stack runs the full plan.
-    stack = start_stack(tmp_path_factory.mktemp("bert-stack"), str(model), served_name="tiny-bert", extra_env={"QUALITY_CHECK": "false", "VLLM_ARGS": "-O0"}, cache_root=vllm_cache_root)
+    stack = start_stack(
+        tmp_path_factory.mktemp("bert-stack"),
+        str(model),
+        served_name="tiny-bert",
+        extra_env={"QUALITY_CHECK": "false", "VLLM_ARGS": "-O0"},
+        cache_root=vllm_cache_root,
+    )
     yield stack
     stack.stop()
 
 
 def test_cross_encoder_rerank_is_sorted_and_complete(bert_stack: RunningStack) -> None:
     documents = ["green tea health", "basketball sport", "paris capital france", "bread oven"]
-    status, body = http_post_json(bert_stack.gateway_url + "/v1/rerank", {"model": "tiny-bert", "query": "green tea", "documents": documents})
+    status, body = http_post_json(
+        bert_stack.gateway_url + "/v1/rerank", {"model": "tiny-bert", "query": "green tea", "documents": documents}
+    )
     assert status == 200, body
     scores = [r["relevance_score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -113,8 +131,12 @@ def test_cross_encoder_rerank_is_sorted_and_complete(bert_stack: RunningStack) -
 
 def test_cross_encoder_score_matches_rerank(bert_stack: RunningStack) -> None:
     documents = ["green tea health", "basketball sport"]
-    _, score = http_post_json(bert_stack.gateway_url + "/v1/score", {"model": "tiny-bert", "text_1": "green tea", "text_2": documents})
-    _, rerank = http_post_json(bert_stack.gateway_url + "/v1/rerank", {"model": "tiny-bert", "query": "green tea", "documents": documents})
+    _, score = http_post_json(
+        bert_stack.gateway_url + "/v1/score", {"model": "tiny-bert", "text_1": "green tea", "text_2": documents}
+    )
+    _, rerank = http_post_json(
+        bert_stack.gateway_url + "/v1/rerank", {"model": "tiny-bert", "query": "green tea", "documents": documents}
+    )
     by_index = {r["index"]: r["relevance_score"] for r in rerank["results"]}
     for item in score["data"]:
         assert math.isclose(item["score"], by_index[item["index"]], rel_tol=1e-5)
@@ -164,7 +186,9 @@ def run_serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ("PARALLEL_MODE", "sideways", "expected one of auto, tp, dp"),
     ],
 )
-def test_bad_setting_exits_2_with_one_line_and_starts_nothing(tmp_path: Path, variable: str, value: str, expected: str) -> None:
+def test_bad_setting_exits_2_with_one_line_and_starts_nothing(
+    tmp_path: Path, variable: str, value: str, expected: str
+) -> None:
     result = run_serve(tmp_path, **{variable: value})
     assert result.returncode == 2
     assert expected in result.stderr
@@ -176,7 +200,11 @@ def test_bad_setting_exits_2_with_one_line_and_starts_nothing(tmp_path: Path, va
 def test_missing_model_path_is_a_clear_error(tmp_path: Path) -> None:
     result = run_serve(tmp_path, MODEL_NAME=str(tmp_path / "no-such-model"))
     assert result.returncode == 2
-    assert "MODEL_NAME=" in result.stderr and "no-such-model" in result.stderr and "existing model directory" in result.stderr
+    assert (
+        "MODEL_NAME=" in result.stderr
+        and "no-such-model" in result.stderr
+        and "existing model directory" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -192,7 +220,9 @@ def test_vllm_public_host_is_refused(tmp_path: Path) -> None:
 def test_model_that_cannot_load_ends_fatal_with_reason(tmp_path: Path) -> None:
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text(json.dumps({"architectures": ["NoSuchArchitecture"], "model_type": "no-such-type"}))
+    (broken / "config.json").write_text(
+        json.dumps({"architectures": ["NoSuchArchitecture"], "model_type": "no-such-type"})
+    )
     stack = start_stack(tmp_path / "run", str(broken), wait=False)
     try:
         deadline = time.monotonic() + 300
@@ -220,7 +250,7 @@ def test_provisioning_script_runs_once_before_vllm(tmp_path: Path) -> None:
     """The provisioning program runs the script; the launcher waits for it, then goes on (here to a model
     that fails preflight at once, which keeps the test fast). A second start does not run it again."""
     script = tmp_path / "provision.sh"
-    script.write_text("#!/bin/sh\necho provisioning-ran >> \"$PROVISION_OUT\"\nsleep 2\necho done-provisioning\n")
+    script.write_text('#!/bin/sh\necho provisioning-ran >> "$PROVISION_OUT"\nsleep 2\necho done-provisioning\n')
     runs = tmp_path / "runs.txt"
     env = {"PROVISIONING_SCRIPT": str(script), "PROVISION_OUT": str(runs)}
     for attempt in (1, 2):

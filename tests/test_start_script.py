@@ -8,16 +8,20 @@ import time
 from pathlib import Path
 
 import pytest
+from support.lint_tools import tool
+from support.stack_runner import REPO, RERANKER, TEST_TOKEN, free_port, minilm_dir, processes_with_env
 
-from lint_tools import tool
 from reranker_template.client import RerankerClient
-from stack_runner import REPO, RERANKER, TEST_TOKEN, free_port, minilm_dir, processes_with_env
 
 SCRIPT = REPO / "scripts" / "start_rerank.sh"
 
 
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "HF_", "API_KEYS", "OPEN_BUTTON"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RERANKER_", "VLLM_", "HF_", "API_KEYS", "OPEN_BUTTON"))
+    }
     env.update(
         {
             "HOME": str(tmp_path / "home"),
@@ -103,7 +107,11 @@ def test_start_status_stop_lifecycle(tmp_path: Path, vllm_cache_root: Path) -> N
         status = run("status", env)
         assert status.returncode == 0 and f"running (pid {pid})" in status.stdout and "ready" in status.stdout
 
-        hits = RerankerClient(url, TEST_TOKEN).rerank("green tea benefits", ["basketball is a sport", "green tea has antioxidants"]).results
+        hits = (
+            RerankerClient(url, TEST_TOKEN)
+            .rerank("green tea benefits", ["basketball is a sport", "green tea has antioxidants"])
+            .results
+        )
         assert hits[0].index == 1
 
         tail = subprocess.Popen(["sh", str(SCRIPT), "tail"], env=env, stdout=subprocess.PIPE, text=True)

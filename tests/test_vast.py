@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from fake_vast import API_KEY, USER_ID, FakeGateway, FakeVast, Reply
+from support.fake_vast import API_KEY, USER_ID, FakeGateway, FakeVast, Reply
 
 from reranker_template import vast
 from reranker_template.cli import main
-from reranker_template.modelinfo import inspect_model
-from reranker_template.parallel import required_gpu_memory_gib
+from reranker_template.facts.model import inspect_model
+from reranker_template.plan.layout import required_gpu_memory_gib
 from reranker_template.release import IMAGE
 
 pytest.importorskip("vastai")
@@ -80,7 +79,9 @@ def records(env) -> dict:
 
 
 def need_mb(model: Path, tp: int = 1) -> float:
-    return float(math.ceil(required_gpu_memory_gib(inspect_model(str(model), is_local=True), tensor_parallel_size=tp) * 1024))
+    return float(
+        math.ceil(required_gpu_memory_gib(inspect_model(str(model), is_local=True), tensor_parallel_size=tp) * 1024)
+    )
 
 
 # ------------------------------------------------------------------------------------------------- search
@@ -155,8 +156,17 @@ def test_launch_waits_until_ready_and_records_the_endpoint(env, fake, gateway, c
         (200, {"status": "ready"}),
     ]
     code, out, err = run(
-        capsys, "launch", "9001", "--model", "BAAI/bge-reranker-v2-m3", "--vllm-args=--max-model-len 4096",
-        "--label", "rerank-prod", "--yes", "--json", *FAST,
+        capsys,
+        "launch",
+        "9001",
+        "--model",
+        "BAAI/bge-reranker-v2-m3",
+        "--vllm-args=--max-model-len 4096",
+        "--label",
+        "rerank-prod",
+        "--yes",
+        "--json",
+        *FAST,
     )
     assert code == 0, err
     result = json.loads(out)
@@ -245,7 +255,7 @@ def test_launch_prints_endpoint_key_curl_and_tunnel(env, fake, capsys):
     assert "endpoint:" in out and f"API key:    {key}" in out
     assert "curl http://127.0.0.1:" in out
     # The tunnel goes to the port Vast maps to 22/tcp on the instance's public IP.
-    assert f"SSH tunnel: ssh -p {fake.ssh_host_port} root@127.0.0.1 -L 18000:localhost:18000" in out
+    assert f"SSH tunnel: ssh -p {fake.ssh_host_port} root@127.0.0.1 -N -L 18000:localhost:18000" in out
     assert "reranker vast destroy" in out
 
 
@@ -257,7 +267,7 @@ def test_launch_with_ssh_key_file_records_the_tunnel(env, fake, capsys, tmp_path
     [create] = fake.seen("PUT", "/api/v0/asks/9001/")
     assert create.body["env"]["SSH_PUBLIC_KEY"] == RSA_PUB and create.body["env"]["-p 22:22"] == "1"
     result = json.loads(out)
-    tunnel = f"ssh -p {fake.ssh_host_port} root@127.0.0.1 -L 18000:localhost:18000"
+    tunnel = f"ssh -p {fake.ssh_host_port} root@127.0.0.1 -N -L 18000:localhost:18000"
     assert result["ssh_tunnel"] == tunnel
     saved = records(env)[str(result["id"])]
     assert saved["ssh_tunnel"] == tunnel and saved["ssh_key"] == str(key_file)
@@ -278,10 +288,13 @@ def test_launch_without_ssh_publishes_no_port_22(env, fake, capsys):
     assert code == 0 and "SSH tunnel: none" in out
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n-----END OPENSSH PRIVATE KEY-----\n", "PUBLIC key"),
-    ("", "a file with an OpenSSH public key"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n-----END OPENSSH PRIVATE KEY-----\n", "PUBLIC key"),
+        ("", "a file with an OpenSSH public key"),
+    ],
+)
 def test_a_bad_ssh_key_file_rents_nothing(env, fake, capsys, tmp_path, content, expected):
     key_file = tmp_path / "id_ed25519"
     key_file.write_text(content)
@@ -324,7 +337,9 @@ def test_launch_reports_an_exited_instance(env, fake, capsys):
     assert code == 1
     assert "instance 30000001: loading (pulling [layer 3/7])" in err  # Vast's text, verbatim
     last = err.strip().splitlines()[-1]
-    assert last.startswith("reranker vast: instance 30000001 exited: Error response from daemon: OCI runtime create failed")
+    assert last.startswith(
+        "reranker vast: instance 30000001 exited: Error response from daemon: OCI runtime create failed"
+    )
     assert "vastai logs 30000001" in last and "reranker vast destroy 30000001" in last
     assert records(env)["30000001"]["url"] is None  # the key is kept: the instance still exists
 
@@ -341,10 +356,23 @@ def test_wait_ends_when_vllm_keeps_failing(env, fake, gateway):
     now = [0.0]
     options = vast.WaitOptions(timeout=1000, poll_interval=10, failed_grace=60)
     with pytest.raises(vast.InstanceFailed) as failure:
-        vast.wait_until_ready(client, instance_id, "k", options=options, report=lines.append,
-                              clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    assert str(failure.value).startswith(f"instance {instance_id}: vLLM failed to start (CUDA out of memory); see its logs")
-    assert lines[-3:] == ["/health: failed (restarting)", "/health: loading (starting)", "/health: failed (CUDA out of memory)"]
+        vast.wait_until_ready(
+            client,
+            instance_id,
+            "k",
+            options=options,
+            report=lines.append,
+            clock=lambda: now[0],
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+        )
+    assert str(failure.value).startswith(
+        f"instance {instance_id}: vLLM failed to start (CUDA out of memory); see its logs"
+    )
+    assert lines[-3:] == [
+        "/health: failed (restarting)",
+        "/health: loading (starting)",
+        "/health: failed (CUDA out of memory)",
+    ]
     # Polls every 10 s: created, loading, running + failed (t=20), loading (t=30), failed from t=40 for 60 s.
     assert now[0] == 100.0
 
@@ -361,7 +389,10 @@ def test_launch_gives_up_after_the_timeout(env, fake, gateway, capsys):
     code, _, err = run(capsys, "launch", "9001", "--yes", "--poll-interval", "0.02", "--timeout", "0.5")
     assert code == 1
     assert time.monotonic() - started < 10
-    assert "instance 30000001 was not ready after 0.5 s (last status: running (success, running), /health: loading (downloading))" in err
+    assert (
+        "instance 30000001 was not ready after 0.5 s (last status: running (success, running), /health: loading (downloading))"
+        in err
+    )
 
 
 def test_launch_with_insufficient_credit(env, fake, capsys):
@@ -400,8 +431,25 @@ def test_launch_extra_env_and_https(env, fake, gateway, capsys):
 def test_ctrl_c_while_waiting_offers_to_destroy(env, fake, gateway):
     gateway.script = [(503, {"status": "loading", "phase": "downloading"})]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reranker_template.cli", "vast", "launch", "9001", "--yes", "--poll-interval", "0.05", "--timeout", "60"],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "reranker_template.cli",
+            "vast",
+            "launch",
+            "9001",
+            "--yes",
+            "--poll-interval",
+            "0.05",
+            "--timeout",
+            "60",
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     try:
         deadline = time.monotonic() + 30
@@ -446,14 +494,22 @@ def test_key_from_the_vastai_key_file(env, fake, capsys, monkeypatch):
 
 
 def test_rate_limit_is_retried_after_retry_after(env, fake, capsys):
-    fake.inject("POST", "/api/v0/bundles/", Reply(429, {"success": False, "error": "rate_limited", "msg": "slow down"}, {"Retry-After": "0"}))
+    fake.inject(
+        "POST",
+        "/api/v0/bundles/",
+        Reply(429, {"success": False, "error": "rate_limited", "msg": "slow down"}, {"Retry-After": "0"}),
+    )
     code, out, err = run(capsys, "search", "--json")
     assert code == 0, err
     assert len(fake.seen("POST", "/api/v0/bundles/")) == 2 and json.loads(out)
 
 
 def test_long_rate_limit_is_reported(env, fake, capsys):
-    fake.inject("POST", "/api/v0/bundles/", Reply(429, {"success": False, "error": "rate_limited", "msg": "slow down"}, {"Retry-After": "3600"}))
+    fake.inject(
+        "POST",
+        "/api/v0/bundles/",
+        Reply(429, {"success": False, "error": "rate_limited", "msg": "slow down"}, {"Retry-After": "3600"}),
+    )
     code, out, err = run(capsys, "search")
     assert code == 1 and out == ""
     assert err == "reranker vast: Vast is rate limiting this API key (slow down): try again in 3600 s\n"
@@ -461,7 +517,12 @@ def test_long_rate_limit_is_reported(env, fake, capsys):
 
 
 def test_a_gateway_error_while_renting_is_not_retried(env, fake, capsys):
-    fake.inject("PUT", r"/api/v0/asks/\d+/", Reply(504, {"success": False, "error": "timeout", "msg": "Gateway Timeout"}), times=3)
+    fake.inject(
+        "PUT",
+        r"/api/v0/asks/\d+/",
+        Reply(504, {"success": False, "error": "timeout", "msg": "Gateway Timeout"}),
+        times=3,
+    )
     code, _, err = run(capsys, "launch", "9001", "--yes", *FAST)
     assert code == 1
     assert "Vast answered 504 while renting offer 9001; the instance may have been created anyway" in err
@@ -527,14 +588,20 @@ def test_list_mentions_recorded_instances_that_are_gone(env, fake, capsys):
     assert json.loads(out)["url"].startswith("http://127.0.0.1:")
     fake.instances.clear()
     code, out, err = run(capsys, "list")
-    assert code == 0 and "no instances" in err and f"no longer on your account (destroyed elsewhere?): {instance_id}" in err
+    assert (
+        code == 0
+        and "no instances" in err
+        and f"no longer on your account (destroyed elsewhere?): {instance_id}" in err
+    )
 
 
 # ------------------------------------------------------------------------------------------------- template
 
 
 def test_template_is_created_then_updated(env, fake, capsys):
-    fake.templates.append({"id": 7, "hash_id": "someone-elses", "name": "vLLM Reranker (reranker-template)", "creator_id": 1})
+    fake.templates.append(
+        {"id": 7, "hash_id": "someone-elses", "name": "vLLM Reranker (reranker-template)", "creator_id": 1}
+    )
     expected = json.loads((REPO / "template.json").read_text())
     code, out, err = run(capsys, "template")
     assert code == 0, err

@@ -9,8 +9,8 @@ import pytest
 
 from reranker_template import vast
 from reranker_template.cli import main
-from reranker_template.config import load_settings
 from reranker_template.release import IMAGE_REPOSITORY, IMAGE_TAG
+from reranker_template.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,14 @@ def test_template_readme_is_the_readme_section():
     assert section.startswith("## Deploy on Vast.ai\n")
     assert section.strip() in readme
     # From pip install to a rerank call, console path and CLI path.
-    for needle in ("pip install", "reranker vast launch", "/v1/rerank", "**Open**", "reranker vast template", "API_KEYS"):
+    for needle in (
+        "pip install",
+        "reranker vast launch",
+        "/v1/rerank",
+        "**Open**",
+        "reranker vast template",
+        "API_KEYS",
+    ):
         assert needle in section
     assert "<!-- section:" not in section
 
@@ -65,7 +72,9 @@ def test_template_settings_are_valid_and_keep_the_entrypoint():
     }
     settings = load_settings({k: v for k, v in env.items() if not k.startswith("-")})
     assert settings.gateway_port == 8000 and settings.use_all_gpus and not settings.enable_https
-    assert settings.ssh_public_keys == () and settings.ssh_port == 22  # no key in the template: no sshd until the user adds one
+    assert (
+        settings.ssh_public_keys == () and settings.ssh_port == 22
+    )  # no key in the template: no sshd until the user adds one
     assert body["extra_filters"]["gpu_ram"] == {"gte": 16000.0}
     assert body["extra_filters"]["compute_cap"] == {"gte": 750}
     assert body["extra_filters"]["reliability2"] == {"gte": 0.95}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from lint_tools import REPO, tool, tool_env
+from support.lint_tools import REPO, tool, tool_env
 
 
 def test_actionlint_is_clean() -> None:
@@ -24,6 +24,15 @@ def test_actionlint_is_clean() -> None:
 def test_actionlint_really_checks(tmp_path) -> None:
     """A clean result means something: the same call rejects a workflow with an undefined output."""
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ steps.nope.outputs.x }}\n")
-    result = subprocess.run([tool("actionlint"), "-no-color", "-oneline", str(bad)], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
+    bad.write_text(
+        "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ steps.nope.outputs.x }}\n"
+    )
+    result = subprocess.run(
+        [tool("actionlint"), "-no-color", "-oneline", str(bad)],
+        cwd=tmp_path,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "nope" in result.stdout

@@ -15,7 +15,7 @@ from typing import TextIO
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .auth import redact
+from reranker_template.gateway.auth import redact
 
 FLUSH_INTERVAL = 0.5  # seconds
 MAX_PENDING = 2000  # lines; written at once beyond this

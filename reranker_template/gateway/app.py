@@ -11,21 +11,23 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..config import Settings
-from ..paths import Paths
-from ..truncation import ROUTES as TRUNCATION_ROUTES
-from ..truncation import DefaultTruncation, apply_default_truncation, default_truncation
-from . import auth, landing
-from .health import RETRY_AFTER, UpstreamState, health_report, poll_upstream, read_json_file
-from .metrics import GatewayMetrics
+from reranker_template.gateway import auth, landing
+from reranker_template.gateway.health import RETRY_AFTER, UpstreamState, health_report, poll_upstream, read_json_file
+from reranker_template.gateway.metrics import GatewayMetrics
+from reranker_template.paths import Paths
+from reranker_template.plan.truncation import ROUTES as TRUNCATION_ROUTES
+from reranker_template.plan.truncation import DefaultTruncation, apply_default_truncation, default_truncation
+from reranker_template.serve.sshd import tunnel_command
+from reranker_template.settings import Settings
 
 log = logging.getLogger("reranker.gateway")
 
@@ -38,8 +40,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Trailers",
-        "Transfer-Encoding", "Upgrade",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Trailers",
+        "Transfer-Encoding",
+        "Upgrade",
     )
 )
 DROP_REQUEST_HEADERS = HOP_BY_HOP | {"host", "content-length", "authorization", "expect", "cookie"}
@@ -69,7 +78,9 @@ def error_body(status: int, message: str, kind: str) -> bytes:
 
 
 def json_error(status: int, message: str, kind: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=error_body(status, message, kind), content_type="application/json", headers=headers)
+    return web.Response(
+        status=status, body=error_body(status, message, kind), content_type="application/json", headers=headers
+    )
 
 
 def strip_token_param(raw_query: str) -> str:
@@ -211,7 +222,7 @@ class Gateway:
         if path in PUBLIC_PATHS:
             return self.health_response(path)
         if path.startswith(STATIC_PREFIX):
-            return self.static_response(path[len(STATIC_PREFIX):])
+            return self.static_response(path[len(STATIC_PREFIX) :])
 
         credential: auth.Credential | None = None
         if self.auth_enabled:
@@ -225,7 +236,9 @@ class Gateway:
             if credential.source in auth.AMBIENT_SOURCES and request.method not in SAFE_METHODS:
                 own_origin = f"{request.scheme}://{request.host}"
                 if auth.is_cross_site(headers.get("Sec-Fetch-Site"), headers.get(hdrs.ORIGIN), own_origin):
-                    return json_error(403, "cross-site request refused: send the token in an Authorization header", "Forbidden")
+                    return json_error(
+                        403, "cross-site request refused: send the token in an Authorization header", "Forbidden"
+                    )
             if credential.source == "query" and self.is_navigation(request):
                 return self.set_cookie_redirect(request, credential.token)
 
@@ -254,8 +267,9 @@ class Gateway:
                 status=401, text=page, content_type="text/html", headers={**headers, **landing.SECURITY_HEADERS}
             )
         message = (
-            "invalid token" if presented else
-            "missing token: send 'Authorization: Bearer <token>' (on Vast.ai the token is $OPEN_BUTTON_TOKEN)"
+            "invalid token"
+            if presented
+            else "missing token: send 'Authorization: Bearer <token>' (on Vast.ai the token is $OPEN_BUTTON_TOKEN)"
         )
         return json_error(401, message, "Unauthorized", headers)
 
@@ -283,7 +297,11 @@ class Gateway:
         content, content_type = asset
         return web.Response(
             body=content,
-            headers={hdrs.CONTENT_TYPE: content_type, hdrs.CACHE_CONTROL: "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+            headers={
+                hdrs.CONTENT_TYPE: content_type,
+                hdrs.CACHE_CONTROL: "public, max-age=3600",
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
     def landing_response(self, request: web.Request, credential: auth.Credential | None) -> web.Response:
@@ -295,10 +313,12 @@ class Gateway:
             model=self.served_model(plan),
             health=health,
             plan=plan,
-            ssh_command=landing.ssh_tunnel_command(self.config.env, self.settings.vllm_port),
+            ssh_command=tunnel_command(self.settings, self.config.env),
             vllm_port=self.settings.vllm_port,
         )
-        return web.Response(text=landing.render_landing(facts), content_type="text/html", headers=landing.SECURITY_HEADERS)
+        return web.Response(
+            text=landing.render_landing(facts), content_type="text/html", headers=landing.SECURITY_HEADERS
+        )
 
     async def metrics_response(self, request: web.Request) -> web.Response:
         self.metrics.upstream_up.set(1 if self.state.ready else 0)
@@ -308,14 +328,18 @@ class Gateway:
                 async with self.session.get(self.upstream + "/metrics", timeout=aiohttp.ClientTimeout(total=10)) as up:
                     if up.status == 200:
                         parts.append(await up.read())
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.warning("could not read vLLM's /metrics: %s", exc)
-        return web.Response(body=b"".join(parts), headers={hdrs.CONTENT_TYPE: "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(
+            body=b"".join(parts), headers={hdrs.CONTENT_TYPE: "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     # --- the proxy -------------------------------------------------------------------------------
     def too_large(self) -> web.Response:
         return json_error(
-            413, f"request body larger than MAX_REQUEST_BYTES ({self.max_body} bytes)", "RequestEntityTooLarge",
+            413,
+            f"request body larger than MAX_REQUEST_BYTES ({self.max_body} bytes)",
+            "RequestEntityTooLarge",
             {hdrs.CONNECTION: "close"},
         )
 
@@ -393,7 +417,11 @@ class Gateway:
                 if request.transport is None or request.transport.is_closing():
                     return client_gone()  # the client hung up while its body was streamed: not vLLM's fault
                 # A pooled keep-alive connection can be closed by vLLM just as we reuse it: retry once.
-                if attempt == 1 and replayable and isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+                if (
+                    attempt == 1
+                    and replayable
+                    and isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+                ):
                     continue
                 return self.upstream_failed(exc, down=False)
         response: web.StreamResponse | None = None

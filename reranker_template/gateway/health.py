@@ -80,7 +80,7 @@ async def probe(session: aiohttp.ClientSession, url: str, timeout: float) -> str
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             await response.read()
             return None if response.status == 200 else f"/health answered {response.status}"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"/health did not answer within {timeout:g} s"
     except (aiohttp.ClientError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import html
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from string import Template
-from typing import Any, Mapping
+from typing import Any
 
-from ..release import PACKAGE_VERSION, VLLM_VERSION
+from reranker_template.release import PACKAGE_VERSION, VLLM_VERSION
 
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 CONTENT_SECURITY_POLICY = (
@@ -32,7 +33,7 @@ SECURITY_HEADERS = {
 STATUS_TEXT = {"ready": "ready", "loading": "loading", "down": "down", "failed": "failed"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def static_file(name: str) -> bytes:
     """A file from gateway/static (read once: they never change while the gateway runs)."""
     return resources.files(__package__).joinpath("static", name).read_bytes()
@@ -57,8 +58,12 @@ class PageFacts:
 def curl_example(base_url: str, token: str | None, model: str) -> str:
     auth = f"  -H 'Authorization: Bearer {token}' \\\n" if token else ""
     body = json.dumps(
-        {"model": model, "query": "What is deep learning?",
-         "documents": ["Deep learning is a subset of machine learning.", "I like pizza."], "top_n": 2},
+        {
+            "model": model,
+            "query": "What is deep learning?",
+            "documents": ["Deep learning is a subset of machine learning.", "I like pizza."],
+            "top_n": 2,
+        },
         indent=2,
     )
     return f"curl {base_url}/v1/rerank \\\n{auth}  -H 'Content-Type: application/json' \\\n  -d {shlex.quote(body)}"
@@ -79,7 +84,7 @@ def python_example(base_url: str, token: str | None, model: str) -> str:
         ")\n"
         "response.raise_for_status()\n"
         'for result in response.json()["results"]:\n'
-        '    print(f"{result[\'relevance_score\']:.4f}  {result[\'document\'][\'text\']}")'
+        "    print(f\"{result['relevance_score']:.4f}  {result['document']['text']}\")"
     )
 
 
@@ -97,17 +102,10 @@ def cohere_example(base_url: str, token: str | None, model: str) -> str:
     )
 
 
-def ssh_tunnel_command(env: Mapping[str, str], vllm_port: int) -> str:
-    """The tunnel to vLLM's loopback port; filled in from Vast's variables when we run there."""
-    host = env.get("PUBLIC_IPADDR", "").strip() or "<instance-ip>"
-    ssh_port = env.get("VAST_TCP_PORT_22", "").strip() or "<ssh-port>"
-    return f"ssh -p {ssh_port} root@{host} -N -L {vllm_port}:localhost:{vllm_port}"
-
-
 def _gpus_html(plan: Mapping[str, Any]) -> str:
     gpus = plan.get("gpus") or []
     if not plan:
-        return "<p class=\"muted\">The plan is not written yet (the stack is still starting).</p>"
+        return '<p class="muted">The plan is not written yet (the stack is still starting).</p>'
     if not gpus:
         return f"<p>No GPU: vLLM runs on the CPU ({html.escape(str(plan.get('device', 'cpu')))} mode).</p>"
     rows = []
@@ -144,7 +142,9 @@ def _plan_html(plan: Mapping[str, Any]) -> str:
     reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in plan.get("reasons") or [])
     parts = [f"<h3>Plan</h3><dl>{facts}</dl>"]
     if command:
-        parts.append(f"<details><summary>vLLM command</summary><pre><code>{html.escape(command)}</code></pre></details>")
+        parts.append(
+            f"<details><summary>vLLM command</summary><pre><code>{html.escape(command)}</code></pre></details>"
+        )
     if reasons:
         parts.append(f"<details><summary>Why these flags</summary><ul>{reasons}</ul></details>")
     return "".join(parts)

@@ -12,9 +12,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 KNOWN_ROUTES = frozenset(
     {
-        "/", "/health", "/ping", "/metrics", "/docs", "/openapi.json", "/version", "/load",
-        "/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/score", "/pooling", "/classify",
-        "/tokenize", "/detokenize", "/invocations", "/v1/models", "/v1/embeddings",
+        "/",
+        "/health",
+        "/ping",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+        "/version",
+        "/load",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/rerank",
+        "/v1/score",
+        "/score",
+        "/pooling",
+        "/classify",
+        "/tokenize",
+        "/detokenize",
+        "/invocations",
+        "/v1/models",
+        "/v1/embeddings",
     }
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -43,7 +60,9 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.upstream_up = Gauge("reranker_gateway_upstream_up", "1 when vLLM answers its /health", registry=self.registry)
+        self.upstream_up = Gauge(
+            "reranker_gateway_upstream_up", "1 when vLLM answers its /health", registry=self.registry
+        )
         self.upstream_errors = Counter(
             "reranker_gateway_upstream_errors", "Proxied requests that could not reach vLLM", registry=self.registry
         )

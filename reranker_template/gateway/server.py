@@ -12,16 +12,17 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import AsyncIterator, Mapping, TextIO
+from typing import TextIO
 
 from aiohttp import web
 
-from ..config import Settings
-from ..paths import Paths
-from . import auth
-from .accesslog import AccessLines, access_logger_class
-from .app import GatewayConfig, build_app
+from reranker_template.gateway import auth
+from reranker_template.gateway.accesslog import AccessLines, access_logger_class
+from reranker_template.gateway.app import GatewayConfig, build_app
+from reranker_template.paths import Paths
+from reranker_template.settings import Settings
 
 log = logging.getLogger("reranker.gateway")
 LOG_FORMAT = "%(asctime)s gateway %(levelname)s %(message)s"
@@ -106,8 +107,12 @@ def announce(settings: Settings, env: Mapping[str, str], generated_token: str | 
         log.info("No token configured (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD): generated one.")
         log.info("Open %s/?token=%s", base, generated_token, extra=VERBATIM)
     else:
-        log.info("Open %s/?token=<your token> (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD or VLLM_API_KEY); "
-                 "`reranker token` prints the full link", base, extra=VERBATIM)
+        log.info(
+            "Open %s/?token=<your token> (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD or VLLM_API_KEY); "
+            "`reranker token` prints the full link",
+            base,
+            extra=VERBATIM,
+        )
 
 
 def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) -> int:
@@ -116,7 +121,7 @@ def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) 
     tokens, generated = effective_tokens(settings, paths) if settings.enable_auth else (settings.tokens, False)
     ssl_context: ssl.SSLContext | None = None
     if settings.enable_https:
-        from .tls import server_context
+        from reranker_template.gateway.tls import server_context
 
         ssl_context, _ = server_context(settings, paths.state_dir, env)
     config = GatewayConfig(settings=settings, paths=paths, tokens=tokens, env=env, https=ssl_context is not None)
@@ -124,8 +129,12 @@ def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) 
     add_access_log(app, lines)
     log.info(
         "gateway on %s:%d -> vLLM on 127.0.0.1:%d (auth %s, %s, max request %d bytes)",
-        settings.gateway_host, settings.gateway_port, settings.vllm_port,
-        "on" if settings.enable_auth else "OFF", "https" if ssl_context else "http", settings.max_request_bytes,
+        settings.gateway_host,
+        settings.gateway_port,
+        settings.vllm_port,
+        "on" if settings.enable_auth else "OFF",
+        "https" if ssl_context else "http",
+        settings.max_request_bytes,
     )
     announce(settings, env, tokens[0] if generated else None)
     try:
@@ -149,7 +158,11 @@ def run(settings: Settings, paths: Paths, env: Mapping[str, str] | None = None) 
             loop=loop,
         )
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s (is another gateway running? set GATEWAY_PORT)",
-                  settings.gateway_host, settings.gateway_port, exc.strerror or exc)
+        log.error(
+            "cannot listen on %s:%d: %s (is another gateway running? set GATEWAY_PORT)",
+            settings.gateway_host,
+            settings.gateway_port,
+            exc.strerror or exc,
+        )
         return 1
     return 0

@@ -13,16 +13,17 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ..config import ConfigError, Settings
+from reranker_template.errors import ConfigError
+from reranker_template.settings import Settings
 
 log = logging.getLogger("reranker.gateway")
 
@@ -65,7 +66,7 @@ def generate_self_signed(cert_path: Path, key_path: Path, hostnames: list[str], 
         except ValueError:
             names.append(x509.DNSName(host))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reranker gateway (self-signed)")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -82,7 +83,9 @@ def generate_self_signed(cert_path: Path, key_path: Path, hostnames: list[str], 
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 

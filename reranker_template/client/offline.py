@@ -1,0 +1,157 @@
+"""Offline scoring: the model in this process with `vllm.LLM`, no server, the same flags as `reranker serve`.
+
+Why the same flags matter: a reranker's scores depend on them (dtype, the Qwen3 overrides and score
+template, max length). So we do not keep a second list of options: the plan that `reranker serve`
+would run is built from the same settings, and its vLLM command line is parsed by vLLM's own server
+argument parser into the EngineArgs the server would use. Server-only options (host, port, access
+log) have no EngineArgs field and drop out by themselves; --chat-template (a front-end option) is
+passed to the LLM explicitly.
+
+    from reranker_template.client.offline import score
+    score("what is deep learning?", ["Deep learning uses neural networks", "I like pizza"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reranker_template.plan.build import VLLM_MODULE, Plan
+from reranker_template.plan.truncation import apply_default_truncation, default_truncation
+from reranker_template.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class OfflineOptions:
+    """What `vllm.LLM(...)` gets, derived from a Plan."""
+
+    engine_args: Any  # vllm.engine.arg_utils.EngineArgs, exactly as the server would build it
+    chat_template: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # the plan's vLLM environment (LD_PRELOAD, presets' variables)
+    # The truncation fields the gateway adds to a request that sets none (truncation.py), so that a long
+    # document is cut here exactly as it is behind the gateway.
+    request_defaults: dict[str, Any] = field(default_factory=dict)
+
+    def score_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for LLM.score(): request-level fields in their offline places."""
+        kwargs: dict[str, Any] = {}
+        if "truncate_prompt_tokens" in self.request_defaults:
+            kwargs["tokenization_kwargs"] = {"truncate_prompt_tokens": self.request_defaults["truncate_prompt_tokens"]}
+        per_side = {
+            k: v for k, v in self.request_defaults.items() if k in ("max_tokens_per_query", "max_tokens_per_doc")
+        }
+        if per_side:
+            from vllm import PoolingParams
+
+            kwargs["pooling_params"] = PoolingParams(extra_kwargs=per_side)
+        return kwargs
+
+    def changed(self) -> dict[str, Any]:
+        """EngineArgs fields that differ from vLLM's defaults: the part of the plan that matters here."""
+        from vllm.engine.arg_utils import EngineArgs
+
+        defaults = EngineArgs(model=self.engine_args.model)
+        return {
+            f.name: getattr(self.engine_args, f.name)
+            for f in dataclasses.fields(EngineArgs)
+            if getattr(self.engine_args, f.name) != getattr(defaults, f.name) or f.name == "model"
+        }
+
+
+def server_argv(plan: Plan) -> list[str]:
+    """The arguments the server's vLLM gets (everything after `-m vllm.entrypoints.openai.api_server`)."""
+    command = list(plan.vllm_command)
+    if VLLM_MODULE not in command:
+        raise ValueError(f"the plan's command does not run {VLLM_MODULE}: {command}")
+    return command[command.index(VLLM_MODULE) + 1 :]
+
+
+def options_from_plan(plan: Plan, settings: Settings | None = None) -> OfflineOptions:
+    """Parse the server's command line with vLLM's own server parser, as `vllm serve` would."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    namespace = make_arg_parser(FlexibleArgumentParser()).parse_args(server_argv(plan))
+    engine_args = EngineArgs.from_cli_args(namespace)
+    defaults: dict[str, Any] = {}
+    if settings is not None:
+        policy = default_truncation(settings, plan.to_dict())
+        defaults = apply_default_truncation("/v1/score", {}, policy) or {}
+    return OfflineOptions(
+        engine_args=engine_args,
+        chat_template=getattr(namespace, "chat_template", None),
+        env=dict(plan.vllm_env),
+        request_defaults=dict(defaults),
+    )
+
+
+def prepare(model: str | None = None, env: Mapping[str, str] | None = None) -> tuple[Settings, Plan]:
+    """The settings and the plan `reranker serve` would run with this environment (MODEL_NAME replaced by `model`)."""
+    from reranker_template.serve.stack import build_plan
+
+    env = dict(os.environ if env is None else env)
+    if model:
+        env["MODEL_NAME"] = model
+    settings = load_settings(env)
+    return settings, build_plan(settings, env)
+
+
+def plan_for(model: str | None = None, env: Mapping[str, str] | None = None) -> Plan:
+    return prepare(model, env)[1]
+
+
+class OfflineReranker:
+    """The model loaded once in this process; score() and rerank() as often as you like.
+
+    The plan's environment (e.g. VLLM_CPU_KVCACHE_SPACE) is applied to this process before vLLM
+    starts. LD_PRELOAD can only take effect for a new process: `reranker score-offline` restarts
+    itself with it; a library user who wants the fast CPU path sets it before starting Python.
+    """
+
+    def __init__(self, model: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        from vllm import LLM
+        from vllm.renderers.chat_utils import load_chat_template
+
+        self.settings, self.plan = prepare(model, env)
+        self.options = options_from_plan(self.plan, self.settings)
+        for name, value in self.options.env.items():
+            if name != "LD_PRELOAD":
+                os.environ[name] = value
+        self.llm = LLM(**vars(self.options.engine_args))
+        # The server's --chat-template (a file or the template itself) goes to every score() call.
+        self.chat_template = load_chat_template(self.options.chat_template) if self.options.chat_template else None
+
+    def score(self, query: str, documents: Sequence[str]) -> list[float]:
+        """One score per document, in input order (what /v1/score returns)."""
+        if not documents:
+            return []
+        outputs = self.llm.score(
+            query, list(documents), use_tqdm=False, chat_template=self.chat_template, **self.options.score_kwargs()
+        )
+        return [float(output.outputs.score) for output in outputs]
+
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
+        """(index, score) best first, like /v1/rerank."""
+        ranked = sorted(enumerate(self.score(query, documents)), key=lambda pair: pair[1], reverse=True)
+        return ranked[:top_n] if top_n else ranked
+
+    def close(self) -> None:
+        shutdown = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if shutdown is not None and hasattr(shutdown, "shutdown"):
+            shutdown.shutdown()
+
+
+def score(
+    query: str, documents: Sequence[str], model: str | None = None, env: Mapping[str, str] | None = None
+) -> list[float]:
+    """Load the model (settings from `env`, default the environment), score, unload. For one-off checks;
+    keep an OfflineReranker for batch jobs."""
+    reranker = OfflineReranker(model, env)
+    try:
+        return reranker.score(query, documents)
+    finally:
+        reranker.close()

@@ -1,0 +1,1 @@
+"""Facts about this machine and the model: observed, never decided (GPUs, CPU and runtime, model metadata)."""

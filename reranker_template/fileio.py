@@ -1,0 +1,44 @@
+"""Small file helpers every process shares: private atomic writes and tolerant JSON reads.
+
+Rules: state files are written whole or not at all (a temporary file in the same directory, then
+`os.replace`), so a reader in another process never sees half of one; they are private (0600) because
+several hold tokens or keys. A reader that finds a file missing, unreadable or not a JSON object gets
+None and decides itself what that means (usually: "not written yet").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` in one step, creating the parent directory (0700) if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any, mode: int = 0o600) -> None:
+    """`atomic_write` of `data` as JSON (indented: these files are read by people too)."""
+    atomic_write(path, json.dumps(data, indent=2) + "\n", mode)
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None if it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,411 @@
+"""Per-model-family vLLM flags, kept as data: one `Preset` per family, matched on the model id and config.json.
+
+A reranker served with the wrong flags starts, answers 200 and returns meaningless scores (Qwen3-Reranker
+without its score template: vLLM issues #55501, #20478, #21681). So every family we know gets exactly the
+flags its authors document, and `reranker plan` says which preset matched and why.
+
+The first preset in `PRESETS` that matches wins, so specific families come before generic ones. A preset
+matches when one of its `ids` patterns is found in the model id (or local path), and, when config.json is
+known, its architecture is one of `architectures` (for presets without `ids`, the architecture alone
+decides). RERANKER_PRESET=<name> forces a preset; RERANKER_PRESET=none applies none.
+
+Lengths are decided here too, from the model's facts: `--max-model-len` is capped at 8192 (memory: a 32k
+context OOMed Qwen3-Reranker-0.6B on a 16 GB T4) and never above what the model supports (vLLM refuses to
+start otherwise); encoder-only models get `--max-num-batched-tokens >= --max-model-len`; decoder rerankers
+get `--enable-prefix-caching` (the system prompt, instruction and query repeat across one call's documents).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import PurePath
+
+from reranker_template.errors import PlanError
+from reranker_template.facts.model import ModelInfo
+from reranker_template.plan.flags import Flag
+from reranker_template.plan.user_args import UserArgs
+from reranker_template.settings import Settings, is_local_path
+
+DEFAULT_MAX_MODEL_LEN = 8192
+# vLLM's default batch budget on a GPU API server is 2048-8192 tokens; for encoder-only models we never go below
+# the larger one, and never below --max-model-len (a pair longer than the batch budget could not be scheduled).
+ENCODER_MIN_BATCHED_TOKENS = 8192
+QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+NONE = "none"
+
+# How a long pair is cut by default (see truncation.py): "pair" lets the tokenizer cut the pair to the model's
+# limit (the longer side first); "split" gives the query and the document fixed token budgets before the prompt
+# is composed, because cutting a composed prompt would cut the template's tail (or, for jina-reranker-m0,
+# the query), which is the very token the model scores.
+TRUNCATE_PAIR = "pair"
+TRUNCATE_SPLIT = "split"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One model family: how to recognise it and the flags its authors document."""
+
+    name: str
+    family: str  # as users know it, for `reranker plan` and the README
+    kind: str  # "cross-encoder", "llm-reranker" or "embedding"
+    why: str  # one line: what goes wrong without this preset
+    ids: tuple[str, ...] = ()  # regular expressions searched in the lower-cased model id / path
+    architectures: tuple[str, ...] = ()  # config.json's architecture must match one of these when `ids` matched
+    claims: tuple[str, ...] = ()  # architectures that select this preset whatever the model is called
+    runner_pooling: bool = False
+    hf_overrides: Mapping[str, object] | None = None
+    template: str | None = None  # file in reranker_template/plan/templates/
+    takes_instruction: bool = False  # the template reads RERANK_INSTRUCTION
+    trust_remote_code: bool = False
+    truncation: str = TRUNCATE_PAIR
+    context_hint: int | None = None  # the family's context length, used when config.json is unknown
+    decoder_hint: bool | None = None  # decoder (True) or encoder-only (False) when config.json is unknown
+    prefix_caching: bool = True  # for decoders: does a prefix repeat across one call's documents?
+    license_note: str = ""
+
+
+PRESETS: tuple[Preset, ...] = (
+    Preset(
+        name="qwen3-reranker",
+        family="Qwen3-Reranker 0.6B / 4B / 8B (original checkpoints)",
+        kind="llm-reranker",
+        why="the checkpoint is a causal LM: vLLM must turn its 'yes'/'no' logits into a classifier, and score "
+        "Qwen's prompt format (without the template: 200 OK and meaningless scores, vLLM #55501)",
+        ids=(r"qwen3-reranker(?!.*seq-cls)",),
+        architectures=(r"Qwen3ForCausalLM",),
+        runner_pooling=True,
+        hf_overrides={
+            "architectures": ["Qwen3ForSequenceClassification"],
+            "classifier_from_token": ["no", "yes"],
+            "is_original_qwen3_reranker": True,
+        },
+        template="qwen3_reranker.jinja",
+        takes_instruction=True,
+        truncation=TRUNCATE_SPLIT,
+        context_hint=40960,
+        decoder_hint=True,
+    ),
+    Preset(
+        name="qwen3-reranker-seq-cls",
+        family="Qwen3-Reranker, converted to sequence classification (e.g. tomaarsen/Qwen3-Reranker-*-seq-cls)",
+        kind="llm-reranker",
+        why="the conversion keeps Qwen's prompt format: without the score template the scores are meaningless",
+        ids=(r"qwen3-reranker",),  # after the originals: reached by -seq-cls names or this architecture
+        architectures=(r"Qwen3ForSequenceClassification",),
+        template="qwen3_reranker.jinja",
+        takes_instruction=True,
+        truncation=TRUNCATE_SPLIT,
+        context_hint=40960,
+        decoder_hint=True,
+    ),
+    Preset(
+        name="bge-reranker-v2-gemma",
+        family="BAAI/bge-reranker-v2-gemma",
+        kind="llm-reranker",
+        why="a Gemma causal LM scored by its 'Yes' logit on BAAI's prompt format",
+        ids=(r"bge-reranker-v2-gemma",),
+        architectures=(r"GemmaForCausalLM", r"GemmaForSequenceClassification"),
+        runner_pooling=True,
+        hf_overrides={
+            "architectures": ["GemmaForSequenceClassification"],
+            "classifier_from_token": ["Yes"],
+            "method": "no_post_processing",
+        },
+        template="bge_reranker_v2_gemma.jinja",
+        truncation=TRUNCATE_SPLIT,
+        context_hint=8192,
+        decoder_hint=True,
+    ),
+    Preset(
+        name="mxbai-rerank-v2",
+        family="mixedbread-ai/mxbai-rerank-base-v2 / large-v2",
+        kind="llm-reranker",
+        why="a Qwen2 causal LM scored by the softmax of its '0'/'1' logits on mixedbread's prompt format",
+        ids=(r"mxbai-rerank-.*v2",),
+        architectures=(r"Qwen2ForCausalLM", r"Qwen2ForSequenceClassification"),
+        runner_pooling=True,
+        hf_overrides={
+            "architectures": ["Qwen2ForSequenceClassification"],
+            "classifier_from_token": ["0", "1"],
+            "method": "from_2_way_softmax",
+        },
+        template="mxbai_rerank_v2.jinja",
+        truncation=TRUNCATE_SPLIT,
+        context_hint=32768,
+        decoder_hint=True,
+    ),
+    Preset(
+        name="jina-reranker-m0",
+        family="jinaai/jina-reranker-m0 (text and image documents)",
+        kind="llm-reranker",
+        why="supported natively (JinaVLForRanking); vLLM builds its prompt itself, document first, query last",
+        prefix_caching=False,  # the document comes first: no prefix repeats across documents
+        ids=(r"jina-reranker-m0",),
+        architectures=(r"JinaVLForRanking", r"JinaVLForSequenceClassification"),
+        claims=(r"JinaVLForRanking", r"JinaVLForSequenceClassification"),
+        runner_pooling=True,
+        truncation=TRUNCATE_SPLIT,
+        context_hint=32768,
+        decoder_hint=True,
+        license_note="CC-BY-NC-4.0: non-commercial use only",
+    ),
+    Preset(
+        name="gte-multilingual-reranker",
+        family="Alibaba-NLP/gte-multilingual-reranker-base",
+        kind="cross-encoder",
+        why="its config.json names a custom class (NewForSequenceClassification); vLLM implements it as "
+        "GteNewForSequenceClassification",
+        ids=(r"gte-multilingual-reranker",),
+        architectures=(r"NewForSequenceClassification", r"GteNewForSequenceClassification"),
+        claims=(r"NewForSequenceClassification",),
+        hf_overrides={"architectures": ["GteNewForSequenceClassification"]},
+        trust_remote_code=True,
+        context_hint=8192,
+        decoder_hint=False,
+    ),
+    Preset(
+        name="bge-reranker",
+        family="BAAI/bge-reranker-base / large / v2-m3 (XLM-RoBERTa cross-encoders)",
+        kind="cross-encoder",
+        why="a standard cross-encoder: vLLM detects it; only the lengths are set",
+        ids=(r"bge-reranker",),
+        architectures=(r"XLMRobertaForSequenceClassification", r"\w+ForSequenceClassification"),
+        decoder_hint=False,
+    ),
+    Preset(
+        name="cross-encoder",
+        family="any *ForSequenceClassification cross-encoder (BERT, XLM-R, ModernBERT, ...)",
+        kind="cross-encoder",
+        why="vLLM detects sequence-classification checkpoints as rerankers; only the lengths are set",
+        claims=(r"\w+ForSequenceClassification",),
+    ),
+    Preset(
+        name="embedding",
+        family="embedding models (all-MiniLM, bge-*-en, e5, gte, Qwen3-Embedding, ...)",
+        kind="embedding",
+        why="not a reranker: vLLM scores a pair by the cosine similarity of the two embeddings",
+        ids=(r"embed", r"minilm", r"mpnet", r"(^|[/_-])e5-", r"bge-(small|base|large|m3)", r"(^|/)gte-"),
+        architectures=(r"\w+Model", r"\w+ForMaskedLM", r"\w+ForCausalLM"),
+        claims=(r"\w+Model", r"\w+ForMaskedLM"),
+        runner_pooling=True,
+    ),
+)
+
+PRESET_NAMES = tuple(p.name for p in PRESETS)
+
+
+@dataclass(frozen=True)
+class PresetChoice:
+    name: str | None
+    reasons: tuple[str, ...] = ()
+    flags: tuple[Flag, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def preset_by_name(name: str | None) -> Preset | None:
+    return next((p for p in PRESETS if p.name == name), None)
+
+
+def template_path(name: str) -> str:
+    """Absolute path of a template shipped in this package (vLLM's own are not in its wheel or image)."""
+    return str(resources.files("reranker_template.plan") / "templates" / name)
+
+
+def qwen3_template(instruction: str | None) -> str:
+    """The value for `--chat-template`: our file, or (for a custom RERANK_INSTRUCTION) the template itself.
+
+    vLLM has no server-side default for a score template's variables, so a custom default instruction is
+    written into the template text; vLLM accepts a template given inline (a value that is not a file and
+    contains Jinja characters). A request can still send its own `instruction`.
+    """
+    path = template_path("qwen3_reranker.jinja")
+    if not instruction or instruction == QWEN3_DEFAULT_INSTRUCTION:
+        return path
+    text = resources.files("reranker_template.plan").joinpath("templates", "qwen3_reranker.jinja").read_text()
+    line = f'{{%- set default_instruction = "{QWEN3_DEFAULT_INSTRUCTION}" -%}}'
+    if line not in text:  # pragma: no cover - guards the template file and this function staying in step
+        raise RuntimeError("qwen3_reranker.jinja no longer sets default_instruction")
+    # json.dumps gives a string literal Jinja reads back unchanged (quotes, backslashes, newlines escaped).
+    text = re.sub(r"\{#-.*?-#\}\n", "", text, flags=re.S)  # comments: the command line stays readable
+    return text.replace(line, "{%- set default_instruction = " + json.dumps(instruction) + " -%}")
+
+
+def _matching(patterns: tuple[str, ...], architectures: tuple[str, ...]) -> str | None:
+    return next((arch for arch in architectures for pattern in patterns if re.fullmatch(pattern, arch)), None)
+
+
+def _model_id(model: str) -> str:
+    """A hub id as given; a local directory by its own name (the path above it says nothing about the model)."""
+    return (PurePath(model.rstrip("/")).name if is_local_path(model) else model).lower()
+
+
+def match_preset(settings: Settings, model: ModelInfo) -> tuple[Preset | None, str]:
+    """The first preset that fits the model, and why it fits."""
+    model_id = _model_id(settings.model_name or model.name)
+    archs = model.architectures
+    for preset in PRESETS:
+        id_hit = next((p for p in preset.ids if re.search(p, model_id)), None)
+        if id_hit:
+            if archs and preset.architectures and not _matching(preset.architectures, archs):
+                continue  # e.g. a -seq-cls conversion under an original's name: config.json decides
+            how = f"the model id matches {id_hit!r}"
+            return preset, how + (f" and config.json says {', '.join(archs)}" if archs else " (config.json unknown)")
+        claimed = _matching(preset.claims, archs)
+        if claimed:
+            return preset, f"config.json's architecture is {claimed}"
+    return None, ""
+
+
+def _max_len_of(model: ModelInfo, preset: Preset | None) -> tuple[int | None, str]:
+    """What the model supports, and where that number comes from (None when nothing says)."""
+    limits: list[tuple[int, str]] = []
+    positions = model.max_position_embeddings
+    if positions:
+        # RoBERTa-style models count two position slots for padding: 514 positions hold 512 tokens.
+        if (model.model_type or "") in ("roberta", "xlm-roberta", "camembert"):
+            limits.append((positions - 2, f"max_position_embeddings {positions} - 2 (RoBERTa padding offset)"))
+        else:
+            limits.append((positions, f"max_position_embeddings {positions}"))
+    if model.tokenizer_max_length:
+        limits.append((model.tokenizer_max_length, f"the tokenizer's model_max_length {model.tokenizer_max_length}"))
+    st_len = model.sentence_transformers_max_seq_length
+    if st_len:
+        limits.append((st_len, f"sentence_bert_config.json's max_seq_length {st_len}"))
+    if not limits and preset is not None and preset.context_hint:
+        limits.append((preset.context_hint, f"{preset.family} supports {preset.context_hint} tokens"))
+    if not limits:
+        return None, ""
+    return min(limits)
+
+
+def _is_decoder(model: ModelInfo, preset: Preset | None) -> bool | None:
+    if model.model_type:
+        return not model.is_encoder_only
+    return preset.decoder_hint if preset else None
+
+
+def length_flags(settings: Settings, model: ModelInfo, preset: Preset | None) -> tuple[list[Flag], list[str]]:
+    """--max-model-len, --max-num-batched-tokens and prefix caching, from the model's facts."""
+    flags: list[Flag] = []
+    reasons: list[str] = []
+    user = UserArgs(settings.vllm_args)
+    supported, source = _max_len_of(model, preset)
+    user_len = user.int_value("--max-model-len")
+    if supported is None:
+        reasons.append("--max-model-len: the model's length limit is unknown (no config.json), so vLLM derives it")
+    elif (
+        preset is not None
+        and preset.kind == "embedding"
+        and model.sentence_transformers_max_seq_length is None
+        and not model.local_dir
+    ):
+        # sentence-transformers models cap their length in sentence_bert_config.json, which vLLM reads and we
+        # may not have: a larger --max-model-len would stop vLLM at start-up. vLLM's own derivation is right.
+        reasons.append(
+            "--max-model-len: left to vLLM (an embedding model's sentence_bert_config.json may set a lower limit than we can see)"
+        )
+    else:
+        chosen = min(DEFAULT_MAX_MODEL_LEN, supported)
+        why = f"{source}" + (
+            f", capped at {DEFAULT_MAX_MODEL_LEN} to bound memory (set --max-model-len in VLLM_ARGS for more)"
+            if supported > DEFAULT_MAX_MODEL_LEN
+            else ""
+        )
+        flags.append(Flag("--max-model-len", str(chosen), why))
+        user_len = user_len or chosen
+    decoder = _is_decoder(model, preset)
+    if decoder is False:
+        budget = max(user_len or 0, ENCODER_MIN_BATCHED_TOKENS)
+        flags.append(
+            Flag(
+                "--max-num-batched-tokens",
+                str(budget),
+                "encoder-only models have no chunked prefill: one batch must hold a whole pair (>= --max-model-len)",
+            )
+        )
+    elif decoder and (preset is None or (preset.kind != "embedding" and preset.prefix_caching)):
+        flags.append(
+            Flag(
+                "--enable-prefix-caching",
+                None,
+                "decoder reranker: the system prompt, instruction and query repeat across the documents of one call",
+            )
+        )
+    return flags, reasons
+
+
+def preset_flags(settings: Settings, preset: Preset) -> list[Flag]:
+    flags: list[Flag] = []
+    if preset.runner_pooling:
+        flags.append(Flag("--runner", "pooling", f"{preset.name}: serve it as a scoring (pooling) model"))
+    if preset.hf_overrides:
+        flags.append(
+            Flag(
+                "--hf-overrides", json.dumps(preset.hf_overrides, separators=(",", ":")), f"{preset.name}: {preset.why}"
+            )
+        )
+    if preset.trust_remote_code:
+        flags.append(
+            Flag("--trust-remote-code", None, f"{preset.name}: its config.json needs the model's own config class")
+        )
+    if preset.template:
+        if preset.takes_instruction:
+            value = qwen3_template(settings.rerank_instruction)
+            instruction = settings.rerank_instruction or QWEN3_DEFAULT_INSTRUCTION
+            source = "RERANK_INSTRUCTION" if settings.rerank_instruction else "Qwen's default instruction"
+            why = f'{preset.name}: our score template ({source}: {instruction!r}; a request may send its own "instruction")'
+        else:
+            value = template_path(preset.template)
+            why = f"{preset.name}: the score template with the prompt format the model was trained on"
+        flags.append(Flag("--chat-template", value, why))
+    return flags
+
+
+def choose_preset(settings: Settings, model: ModelInfo) -> PresetChoice:
+    """The preset for this model (forced by RERANKER_PRESET, or matched), with its flags and reasons."""
+    reasons: list[str] = []
+    if settings.preset == NONE:
+        preset = None
+        reasons.append("preset: none (RERANKER_PRESET=none): no family flags; lengths still follow the model")
+    elif settings.preset:
+        preset = preset_by_name(settings.preset)
+        if preset is None:
+            raise PlanError(
+                f"RERANKER_PRESET={settings.preset!r} is not a preset: use one of {', '.join(PRESET_NAMES)}, or none."
+            )
+        reasons.append(f"preset: {preset.name} (forced by RERANKER_PRESET): {preset.family}")
+    else:
+        preset, how = match_preset(settings, model)
+        if preset is None:
+            known = ", ".join(model.architectures) or "unknown"
+            reasons.append(
+                f"preset: none matched (architecture {known}); vLLM's defaults apply. RERANKER_PRESET=<name> forces one"
+            )
+        else:
+            reasons.append(f"preset: {preset.name} ({preset.family}), because {how}")
+    if preset is not None and preset.license_note:
+        reasons.append(f"license: {preset.family} is {preset.license_note}")
+    flags = preset_flags(settings, preset) if preset else []
+    more, length_reasons = length_flags(settings, model, preset)
+    reasons.extend(length_reasons)
+    if not settings.truncate:
+        reasons.append(
+            "truncation: off (TRUNCATE=false): a pair longer than the model's limit is an HTTP 400, as in vLLM"
+        )
+    else:
+        mode = preset.truncation if preset else TRUNCATE_PAIR
+        reasons.append(
+            "truncation: on (the gateway adds it to /rerank and /score requests that set none): "
+            + TRUNCATION_POLICY[mode]
+        )
+    return PresetChoice(name=preset.name if preset else None, reasons=tuple(reasons), flags=tuple(flags + more))
+
+
+TRUNCATION_POLICY = {
+    TRUNCATE_PAIR: "a pair longer than the model's limit is cut to fit, the longer side first (in practice the end of the document)",
+    TRUNCATE_SPLIT: "the query keeps at most a quarter of the context and the document the rest, less room for the prompt template; their ends are cut",
+}

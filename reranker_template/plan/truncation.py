@@ -1,0 +1,80 @@
+"""Default truncation for /rerank and /score: one long document must not fail a whole rerank call.
+
+vLLM 0.32 rejects a pair longer than --max-model-len with HTTP 400 unless the request asks for truncation,
+and it has no server-side default. So the gateway adds truncation fields to requests that set none:
+
+- "pair" models (cross-encoders that join query and document with separator tokens, embedding models, and
+  causal rerankers without a template): `truncate_prompt_tokens: -1`, i.e. cut to the model's limit. For a
+  cross-encoder the tokenizer cuts the longer side first ("longest_first"), in practice the document's end.
+- "split" models (a score template, or jina-reranker-m0's built-in prompt): cutting the composed prompt would
+  cut the template's tail (the token the model scores) or jina's query, so the query and the document are
+  cut *before* the prompt is composed: `max_tokens_per_query` = a quarter of --max-model-len,
+  `max_tokens_per_doc` = the rest less room for the template and its instruction.
+
+A request that sets any of these fields chooses its own truncation; TRUNCATE=false turns the default off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reranker_template.plan.presets import TRUNCATE_PAIR, TRUNCATE_SPLIT, preset_by_name
+from reranker_template.plan.user_args import UserArgs
+from reranker_template.settings import Settings
+
+ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score"})
+REQUEST_FIELDS = ("truncate_prompt_tokens", "max_tokens_per_query", "max_tokens_per_doc")
+# Tokens kept free for a score template's own text (Qwen3-Reranker's system prompt and scaffolding are
+# about 60 tokens, mxbai-rerank-v2's about 90); the instruction is counted on top, one token per character.
+TEMPLATE_RESERVE = 256
+
+
+@dataclass(frozen=True)
+class DefaultTruncation:
+    mode: str  # TRUNCATE_PAIR or TRUNCATE_SPLIT
+    max_model_len: int | None  # needed for "split"
+    instruction_chars: int = 0  # RERANK_INSTRUCTION's length, rendered into the template
+
+
+def default_truncation(settings: Settings, plan: Mapping[str, Any]) -> DefaultTruncation | None:
+    """The policy for this plan (plan.json as a dict), or None when requests go to vLLM unchanged."""
+    if not settings.truncate:
+        return None
+    command = UserArgs(tuple(str(a) for a in plan.get("vllm_command") or ()))
+    preset = preset_by_name(plan.get("preset"))
+    split = command.has("--chat-template") or (preset is not None and preset.truncation == TRUNCATE_SPLIT)
+    max_len = command.int_value("--max-model-len")
+    if split and not max_len:
+        return None  # without the limit we cannot size the budgets; vLLM stays strict
+    return DefaultTruncation(
+        TRUNCATE_SPLIT if split else TRUNCATE_PAIR, max_len, len(settings.rerank_instruction or "")
+    )
+
+
+def _request_instruction(body: Mapping[str, Any]) -> str:
+    kwargs = body.get("chat_template_kwargs")
+    nested = kwargs.get("instruction") if isinstance(kwargs, Mapping) else None
+    return str(body.get("instruction") or nested or "")
+
+
+def apply_default_truncation(path: str, body: Any, truncation: DefaultTruncation | None) -> Any:
+    """The request body to send to vLLM: `body` with our truncation fields added when it chose none.
+
+    Pure: returns a new dict (or `body` itself when nothing changes). `path` is the request path without
+    the query string; other routes and non-object bodies pass through untouched.
+    """
+    if truncation is None or not isinstance(body, dict) or path.rstrip("/") not in ROUTES:
+        return body
+    if any(body.get(name) is not None for name in REQUEST_FIELDS):
+        return body
+    if truncation.mode == TRUNCATE_PAIR:
+        return {**body, "truncate_prompt_tokens": -1}
+    max_len = truncation.max_model_len or 0
+    query_budget = max_len // 4
+    reserve = TEMPLATE_RESERVE + max(truncation.instruction_chars, len(_request_instruction(body)))
+    doc_budget = max_len - query_budget - reserve
+    if query_budget <= 0 or doc_budget <= 0:
+        return body  # a context this small leaves no room: let vLLM answer as it would
+    return {**body, "max_tokens_per_query": query_budget, "max_tokens_per_doc": doc_budget}

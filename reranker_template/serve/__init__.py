@@ -1,0 +1,1 @@
+"""The stack runtime: render supervisord's configuration and run provisioning, vLLM, the gateway and sshd."""

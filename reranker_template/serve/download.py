@@ -1,0 +1,110 @@
+"""Make sure the model's files are on disk before vLLM starts, with progress in the log.
+
+Downloading in vLLM itself would hide progress and, with no network, hang for minutes; here a model
+that cannot be had fails within a minute with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from reranker_template.errors import ModelUnavailable
+
+# Formats vLLM never loads: skipping them saves gigabytes on repositories that ship several.
+IGNORE_PATTERNS = [
+    "*.onnx",
+    "onnx/*",
+    "*.gguf",
+    "openvino/*",
+    "*.h5",
+    "*.msgpack",
+    "flax_model*",
+    "tf_model*",
+    "rust_model*",
+    "*.ot",
+]
+ADVICE = (
+    "Either serve a local directory (MODEL_NAME=/path/to/model) or pre-download the model into "
+    "HF_HOME (for example with a PROVISIONING_SCRIPT, see provisioning/), then start again."
+)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    path: str  # the local directory that holds the model
+    offline: bool  # True: every file is local, so vLLM can run with HF_HUB_OFFLINE=1
+
+
+def check_local_model(model: str) -> ModelFiles:
+    directory = Path(model).expanduser()
+    if not directory.is_dir():
+        raise ModelUnavailable(
+            f"MODEL_NAME={model}: no such directory. Give the path of a model directory (with config.json) or a Hugging Face id like BAAI/bge-reranker-v2-m3."
+        )
+    if not (directory / "config.json").is_file():
+        raise ModelUnavailable(
+            f"MODEL_NAME={model}: the directory has no config.json, so it is not a Hugging Face model directory."
+        )
+    return ModelFiles(path=str(directory), offline=True)
+
+
+def _cached_snapshot(model: str, token: str | None) -> str | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(model, token=token, local_files_only=True, ignore_patterns=IGNORE_PATTERNS)
+    except Exception:  # not cached (LocalEntryNotFoundError) or an incomplete cache entry
+        return None
+
+
+def fetch_hub_model(
+    model: str, token: str | None, *, deadline_seconds: float = 60.0, offline: bool = False
+) -> ModelFiles:
+    """Download (or find in the cache) a hub model. Prints progress; fails within `deadline_seconds` with no network."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    cached = _cached_snapshot(model, token)
+    if offline:
+        if cached:
+            print(f"[download] {model}: using the cached copy in {cached} (HF_HUB_OFFLINE is set)", flush=True)
+            return ModelFiles(path=cached, offline=True)
+        raise ModelUnavailable(f"{model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. {ADVICE}")
+
+    print(f"[download] checking {model} on the Hugging Face hub", flush=True)
+    started = time.monotonic()
+    last_error: Exception | None = None
+    while time.monotonic() - started < deadline_seconds:
+        remaining = max(5.0, deadline_seconds - (time.monotonic() - started))
+        try:
+            HfApi(token=token).model_info(model, timeout=min(20.0, remaining))
+            break
+        except GatedRepoError:
+            raise ModelUnavailable(
+                f"{model} is gated: accept its license on the hub and set HF_TOKEN to a token of that account."
+            ) from None
+        except RepositoryNotFoundError:
+            raise ModelUnavailable(
+                f"{model} does not exist on the Hugging Face hub (or is private: set HF_TOKEN). Check MODEL_NAME."
+            ) from None
+        except Exception as exc:  # network errors of every kind: retry until the deadline
+            last_error = exc
+            print(f"[download] hub not reachable yet ({type(exc).__name__}); retrying", flush=True)
+            time.sleep(min(5.0, max(0.0, deadline_seconds - (time.monotonic() - started))))
+    else:
+        if cached:
+            print(
+                f"[download] hub unreachable ({type(last_error).__name__}); using the cached copy in {cached}",
+                flush=True,
+            )
+            return ModelFiles(path=cached, offline=True)
+        raise ModelUnavailable(
+            f"cannot reach the Hugging Face hub to download {model} ({type(last_error).__name__}: {last_error}). {ADVICE}"
+        )
+
+    print(f"[download] downloading {model} (files already in the cache are skipped)", flush=True)
+    path = snapshot_download(model, token=token, ignore_patterns=IGNORE_PATTERNS)
+    print(f"[download] {model} is ready in {path}", flush=True)
+    return ModelFiles(path=path, offline=True)

@@ -1,0 +1,269 @@
+"""The supervisord program that runs vLLM: preflight, start, watch, report.
+
+Why a launcher between supervisord and vLLM:
+- the model download and provisioning wait happen before vLLM, with progress in the log;
+- vLLM's output goes to stdout (Vast's instance log) and to <log_dir>/vllm.log;
+- the phase ("downloading", "starting", "ready", "failed" + reason) is written for the gateway's /health;
+- a model that cannot load must not restart forever: after a failed load is retried once, the next
+  start exits at once, so supervisord's startretries run out and the program ends FATAL, cause in the log;
+- once up, /health is watched: a hung vLLM (alive, not answering) is killed so supervisord restarts it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from reranker_template.errors import ModelUnavailable
+from reranker_template.paths import Paths, default_paths
+from reranker_template.serve.download import check_local_model, fetch_hub_model
+from reranker_template.serve.provisioning import wait_for_provisioning
+from reranker_template.serve.status import VllmStatus, read_status, write_status
+from reranker_template.settings import Settings, load_settings
+
+# Starts allowed to fail at loading before the launcher gives up (exits at once, so supervisord FATALs).
+MAX_LOAD_FAILURES = 2
+STOP_GRACE_SECONDS = 15.0
+EXIT_GAVE_UP = 3
+# Environment vLLM must not see: VLLM_API_KEY would make vLLM demand a key on loopback (the gateway does auth).
+SCRUBBED_ENV = ("VLLM_API_KEY",)
+
+
+def log(message: str) -> None:
+    print(f"[launcher] {message}", flush=True)
+
+
+class OutputPump(threading.Thread):
+    """Copies vLLM's output to our stdout and the log file, keeping the tail to explain a failure."""
+
+    def __init__(self, source: IO[bytes], log_path: Path) -> None:
+        super().__init__(daemon=True)
+        self.source = source
+        self.log_path = log_path
+        self.tail: collections.deque[str] = collections.deque(maxlen=200)
+
+    def run(self) -> None:
+        with open(self.log_path, "ab") as log_file:
+            for line in iter(self.source.readline, b""):
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+                log_file.write(line)
+                log_file.flush()
+                self.tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def failure_reason(self) -> str:
+        """The most telling line of the tail: the last error or exception, else the last line. An indented
+        line right after it is its detail (pydantic's "1 validation error for ModelConfig" says what only
+        on the next line), so it is kept too."""
+        lines = [line for line in self.tail if line.strip()]
+        for i in range(len(lines) - 1, -1, -1):
+            line = lines[i]
+            if "Error" in line or "Exception" in line or "error:" in line:
+                reason = line.split(" ", 2)[-1] if line.startswith(("(", "ERROR", "INFO")) else line
+                detail = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1][:1].isspace() else ""
+                return f"{reason}: {detail}" if detail else reason
+        return lines[-1] if lines else "vLLM exited without output"
+
+
+def health_ok(url: str, timeout: float) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class Launcher:
+    def __init__(self, settings: Settings, paths: Paths, plan: dict) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.plan = plan
+        self.status = read_status(paths.vllm_status_file) or VllmStatus()
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stopping = threading.Event()
+        self.health_url = f"http://127.0.0.1:{plan['vllm_port']}/health"
+
+    def report(self, **changes: object) -> None:
+        self.status = self.status.with_(**changes)
+        write_status(self.paths.vllm_status_file, self.status)
+
+    def give_up(self, reason: str, *, final: bool) -> int:
+        failures = MAX_LOAD_FAILURES if final else self.status.load_failures + 1
+        self.report(phase="failed", reason=reason, load_failures=failures)
+        log(f"vLLM cannot serve {self.plan['model']}: {reason}")
+        if failures >= MAX_LOAD_FAILURES:
+            log("not retrying: fix the cause (see above), then restart the stack or `supervisorctl restart vllm`")
+        return 1
+
+    def preflight(self) -> dict[str, str] | None:
+        """Provisioning wait and model files. Returns extra env for vLLM, or None after a failure was reported."""
+        if not self.wait_for_provisioning():
+            return None
+        try:
+            if self.settings.model_is_local_path:
+                check_local_model(self.settings.model_name)
+                return {}
+            self.report(phase="downloading", reason=None)
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+            files = fetch_hub_model(self.settings.model_name, self.settings.hf_token, offline=offline)
+            return {"HF_HUB_OFFLINE": "1"} if files.offline else {}
+        except ModelUnavailable as exc:
+            self.give_up(str(exc), final=True)
+            return None
+
+    def wait_for_provisioning(self) -> bool:
+        """False when PROVISIONING_SCRIPT failed and PROVISIONING_FAILURE=stop (the failure is reported)."""
+        marker_dir = self.paths.provisioning_marker_dir
+        if (marker_dir / ".provisioning").exists():
+            self.report(phase="provisioning", reason=None)
+            log("waiting for PROVISIONING_SCRIPT to finish")
+        outcome = wait_for_provisioning(marker_dir, self.settings.provisioning_timeout + 60)
+        if not outcome.may_start_vllm:
+            self.give_up(outcome.reason or "PROVISIONING_SCRIPT failed (PROVISIONING_FAILURE=stop)", final=True)
+            return False
+        return True
+
+    def run(self) -> int:
+        if self.status.load_failures >= MAX_LOAD_FAILURES:
+            log(f"vLLM failed to start {self.status.load_failures} times: {self.status.reason}")
+            log("giving up; fix the cause, then restart the stack (or `supervisorctl restart vllm`)")
+            return EXIT_GAVE_UP
+        extra_env = self.preflight()
+        if extra_env is None or self.stopping.is_set():
+            return 0 if self.stopping.is_set() else 1
+
+        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+        env.update(self.plan.get("vllm_env", {}))
+        env.update(extra_env)
+        self.report(phase="starting", reason=None, quality_check="pending", quality_detail=None)
+        log("starting vLLM: " + " ".join(self.plan["vllm_command"]))
+        self.child = subprocess.Popen(
+            self.plan["vllm_command"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert self.child.stdout is not None
+        pump = OutputPump(self.child.stdout, self.paths.log_file("vllm"))
+        pump.start()
+
+        became_ready = self.wait_until_ready()
+        if became_ready:
+            self.report(phase="ready", reason=None, load_failures=0)
+            log("vLLM is ready on 127.0.0.1:%s" % self.plan["vllm_port"])
+            self.after_ready()
+            self.watch()
+        code = self.child.wait()
+        # vLLM's engine process outlives an API server that was killed (SIGKILL, OOM killer): it would hold
+        # its memory (on a GPU, the card) while supervisord starts the next vLLM. End what is left of vLLM.
+        kill_group_except_self(signal.SIGKILL)
+        pump.join(timeout=5)
+        if self.stopping.is_set():
+            self.report(phase="stopped", reason=None)
+            return 0
+        if not became_ready:
+            return self.give_up(f"vLLM exited with status {code} while loading: {pump.failure_reason()}", final=False)
+        self.report(phase="down", reason=f"vLLM exited with status {code}: {pump.failure_reason()}")
+        log(f"vLLM exited with status {code}; supervisord will restart it")
+        return 1
+
+    def wait_until_ready(self) -> bool:
+        assert self.child is not None
+        while self.child.poll() is None and not self.stopping.is_set():
+            if health_ok(self.health_url, timeout=2):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def after_ready(self) -> None:
+        """The boot-time known-answer check (quality.py), in the background so readiness is not delayed."""
+        from reranker_template.serve.quality import run_quality_check
+
+        def check() -> None:
+            outcome = run_quality_check(self.settings, self.plan)
+            self.report(quality_check=outcome.state, quality_detail=outcome.detail)
+
+        threading.Thread(target=check, daemon=True).start()
+
+    def watch(self) -> None:
+        """Kill a vLLM that stops answering /health for watchdog_timeout seconds (supervisord restarts us)."""
+        assert self.child is not None
+        last_ok = time.monotonic()
+        interval = min(5.0, self.settings.watchdog_timeout / 3)
+        while self.child.poll() is None and not self.stopping.is_set():
+            time.sleep(interval)
+            if health_ok(self.health_url, timeout=max(1.0, interval)):
+                last_ok = time.monotonic()
+                continue
+            silent = time.monotonic() - last_ok
+            if silent >= self.settings.watchdog_timeout and self.child.poll() is None:
+                log(
+                    f"vLLM has not answered /health for {silent:.0f} s although it is running: killing it for a restart"
+                )
+                self.report(phase="down", reason=f"vLLM stopped answering for {silent:.0f} s; restarting it")
+                kill_group_except_self(signal.SIGKILL)
+                return
+
+    def stop(self, signum: int, _frame: object) -> None:
+        """SIGTERM from supervisord (which sends it to our whole group, vLLM included)."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        threading.Thread(target=self._stop_child, daemon=True).start()
+
+    def _stop_child(self) -> None:
+        if self.child is None:
+            return
+        try:
+            self.child.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            log(f"vLLM ignored SIGTERM for {STOP_GRACE_SECONDS:.0f} s: killing its process group")
+            kill_group_except_self(signal.SIGKILL)
+
+
+def kill_group_except_self(sig: int) -> None:
+    """Signal every process of our process group (vLLM and its engine processes) but the launcher."""
+    pgid = os.getpgid(0)
+    me = os.getpid()
+    for pid in _pids_in_group(pgid):
+        if pid != me:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _pids_in_group(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
+            pids.append(int(entry.name))
+    return pids
+
+
+def main(load: Callable[[], Settings] = load_settings) -> int:
+    settings = load()
+    paths = default_paths()
+    plan = json.loads(paths.plan_file.read_text())
+    launcher = Launcher(settings, paths, plan)
+    signal.signal(signal.SIGTERM, launcher.stop)
+    signal.signal(signal.SIGINT, launcher.stop)
+    return launcher.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

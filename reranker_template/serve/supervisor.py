@@ -1,0 +1,56 @@
+"""Render supervisord's configuration from the templates shipped in the package (`serve/conf/`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from string import Template
+
+from reranker_template.paths import Paths
+from reranker_template.serve.sshd import SshdProgram
+
+# vLLM gets this long to stop on SIGTERM before its whole process group is killed.
+VLLM_STOP_WAIT_SECONDS = 20
+
+
+def read_template(name: str) -> str:
+    """One supervisord template, shipped inside the package (`serve/conf/`), so a wheel install works too."""
+    return resources.files("reranker_template.serve").joinpath("conf", name).read_text()
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    python: str
+    paths: Paths
+    provisioning: bool = False
+    include_dir: str | None = None  # user services, e.g. /etc/supervisor/conf.d in the container
+    sshd: SshdProgram | None = None  # only when a public key is configured and sshd exists
+
+    def programs(self) -> list[str]:
+        names = ["gateway", "vllm"]
+        if self.provisioning:
+            names.insert(0, "provisioning")
+        if self.sshd is not None:
+            names.append("sshd")
+        return names
+
+
+def render(config: SupervisorConfig) -> str:
+    include = f"\n[include]\nfiles = {config.include_dir}/*.conf\n" if config.include_dir else ""
+    values = {
+        "python": config.python,
+        "state_dir": str(config.paths.state_dir),
+        "log_dir": str(config.paths.log_dir),
+        "stop_wait": str(VLLM_STOP_WAIT_SECONDS),
+        "include": include,
+        "sshd": str(config.sshd.binary) if config.sshd else "",
+        "sshd_config": str(config.sshd.config) if config.sshd else "",
+        "layout": "container" if config.paths.container else "local",
+        # Running as root is normal in a container; saying so keeps supervisord from warning about it.
+        "user": "user=root\n" if os.geteuid() == 0 else "",
+    }
+    parts = [Template(read_template("supervisord.conf")).substitute(values)]
+    for program in config.programs():
+        parts.append(Template(read_template(f"{program}.conf")).substitute(values))
+    return "".join(parts)

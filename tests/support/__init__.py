@@ -1,0 +1,1 @@
+"""Test support: loopback servers, stand-ins for what cannot run here, stack and gateway runners."""

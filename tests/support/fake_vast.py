@@ -1,0 +1,340 @@
+"""Loopback stand-ins for what cannot exist here: Vast's API, and the gateway of a rented instance.
+
+`FakeVast` serves the endpoints the vastai SDK uses (see ../shared notes: bundles, asks, instances,
+templates, users/current) with Vast's wire conventions, and records every request so tests can assert
+exact bodies. `FakeGateway` answers GET /health from a script (503 loading ... then 200 ready).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+API_KEY = "test-vast-key"
+USER_ID = 4242
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, Any]
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Reply]
+
+
+class _LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 with a free port; `handle(request) -> Reply` answers."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                query: dict[str, Any] = {}
+                for key, value in parse_qsl(parts.query, keep_blank_values=True):
+                    try:
+                        query[key] = json.loads(value)
+                    except ValueError:
+                        query[key] = value
+                request = Request(self.command, parts.path, query, body, {k: v for k, v in self.headers.items()})
+                with outer.lock:
+                    outer.requests.append(request)
+                reply = outer.handle(request)
+                payload = json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                # The vastai CLI insists on exactly this content type.
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> _LoopbackServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handle(self, request: Request) -> Reply:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def seen(self, method: str, path: str | None = None) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
+
+
+class FakeGateway(_LoopbackServer):
+    """The instance's gateway: /health answers from `script` (the last entry repeats)."""
+
+    def __init__(self, script: list[tuple[int, dict[str, Any]]] | None = None) -> None:
+        super().__init__()
+        self.script = list(script or [(503, {"status": "loading", "phase": "downloading"}), (200, {"status": "ready"})])
+
+    def handle(self, request: Request) -> Reply:
+        if request.path != "/health":
+            return Reply(404, {"error": "not found"})
+        with self.lock:
+            status, body = self.script[0] if len(self.script) == 1 else self.script.pop(0)
+        return Reply(status, body)
+
+
+def default_offers() -> list[dict[str, Any]]:
+    base = {
+        "verified": True,
+        "external": False,
+        "rentable": True,
+        "rented": False,
+        "static_ip": True,
+        "direct_port_count": 20,
+        "reliability2": 0.99,
+        "compute_cap": 890,
+        "num_gpus": 1,
+        "cuda_max_good": 12.8,
+        "disk_space": 200.0,
+        "public_ipaddr": "203.0.113.7",
+    }
+    rows = [
+        dict(id=9001, gpu_name="RTX 4090", gpu_ram=24564.0, dph_total=0.35, geolocation="Sweden, SE"),
+        dict(id=9002, gpu_name="RTX 3090", gpu_ram=24576.0, dph_total=0.22, geolocation="Texas, US"),
+        dict(id=9003, gpu_name="RTX A4000", gpu_ram=16376.0, dph_total=0.12, geolocation="Quebec, CA"),
+        dict(id=9004, gpu_name="H100 SXM", gpu_ram=81559.0, dph_total=2.10, geolocation="Virginia, US"),
+        dict(
+            id=9005, gpu_name="GTX 1080 Ti", gpu_ram=11264.0, dph_total=0.08, geolocation="Poland, PL", compute_cap=610
+        ),
+        dict(id=9006, gpu_name="RTX 3060", gpu_ram=12288.0, dph_total=0.07, geolocation="Spain, ES"),
+        dict(id=9007, gpu_name="RTX 4090", gpu_ram=24564.0, dph_total=0.60, geolocation="Ohio, US", num_gpus=2),
+        dict(id=9008, gpu_name="RTX 3090", gpu_ram=24576.0, dph_total=0.15, geolocation="Nowhere", reliability2=0.80),
+    ]
+    return [{**base, **row} for row in rows]
+
+
+def _matches(offer: dict[str, Any], filters: dict[str, Any]) -> bool:
+    for name, condition in filters.items():
+        if name in ("order", "type", "limit", "allocated_storage") or not isinstance(condition, dict):
+            continue
+        value = offer.get(name)
+        for op, want in condition.items():
+            if value is None:
+                return False
+            if op == "eq" and value != want:
+                return False
+            if op == "neq" and value == want:
+                return False
+            if op in ("gte", "lte", "gt", "lt"):
+                number, limit = float(value), float(want)
+                if not {"gte": number >= limit, "lte": number <= limit, "gt": number > limit, "lt": number < limit}[op]:
+                    return False
+            if op == "in" and value not in want:
+                return False
+    return True
+
+
+class FakeVast(_LoopbackServer):
+    """Vast's API as the vastai SDK sees it. Tests set `script`, `taken`, `credit` or `inject(...)`."""
+
+    def __init__(self, gateway_port: int = 0) -> None:
+        super().__init__()
+        self.offers = default_offers()
+        self.taken: set[int] = set()  # offers search still shows but someone else rents first
+        self.credit = 25.0
+        self.instances: dict[int, dict[str, Any]] = {}
+        self.scripts: dict[int, list[dict[str, Any]]] = {}
+        # What successive show-instance calls see for a new instance (the last entry repeats).
+        self.script: list[dict[str, Any]] = [
+            {"actual_status": "created"},
+            {"actual_status": "loading", "status_msg": "pulling image"},
+            {"actual_status": "running", "status_msg": "success, running"},
+        ]
+        self.gateway_port = gateway_port
+        self.ssh_host_port = 41022  # what Vast maps to 22/tcp when the create request publishes it
+        self.templates: list[dict[str, Any]] = []
+        self.template_serial = 0
+        self.injected: list[tuple[str, str, Reply]] = []
+        self.next_id = 30000001
+
+    def inject(self, method: str, path_pattern: str, reply: Reply, times: int = 1) -> None:
+        """The next `times` requests matching method and path regex get `reply` instead."""
+        self.injected.extend([(method, path_pattern, reply)] * times)
+
+    def handle(self, request: Request) -> Reply:
+        if request.headers.get("Authorization") != f"Bearer {API_KEY}":
+            return Reply(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
+        with self.lock:
+            for i, (method, pattern, reply) in enumerate(self.injected):
+                if method == request.method and re.fullmatch(pattern, request.path):
+                    del self.injected[i]
+                    return reply
+        routes: list[tuple[str, str, Callable[..., Reply]]] = [
+            ("POST", r"/api/v0/bundles/", self._search),
+            ("PUT", r"/api/v0/asks/(\d+)/", self._create),
+            ("GET", r"/api/v0/instances/(\d+)/", self._show),
+            ("DELETE", r"/api/v0/instances/(\d+)/", self._destroy),
+            ("GET", r"/api/v1/instances/", self._list),
+            ("GET", r"/api/v0/users/current/?", self._user),
+            ("GET", r"/api/v0/template/", self._search_templates),
+            ("POST", r"/api/v0/template/", self._create_template),
+            ("PUT", r"/api/v1/template/", self._update_template),
+        ]
+        for method, pattern, route in routes:
+            match = re.fullmatch(pattern, request.path)
+            if method == request.method and match:
+                with self.lock:
+                    return route(request, *match.groups())
+        return Reply(404, {"success": False, "error": "not_found", "msg": f"no route {request.method} {request.path}"})
+
+    # offers
+    def _search(self, request: Request) -> Reply:
+        body = request.body or {}
+        rows = [o for o in self.offers if _matches(o, body)]
+        for field_name, direction in reversed(body.get("order") or []):
+            rows.sort(key=lambda o: o.get(field_name) or 0, reverse=direction == "desc")
+        if body.get("limit"):
+            rows = rows[: int(body["limit"])]
+        return Reply(200, {"offers": rows})
+
+    def _create(self, request: Request, offer_id: str) -> Reply:
+        offer = next((o for o in self.offers if o["id"] == int(offer_id)), None)
+        if offer is None or offer["id"] in self.taken:
+            return Reply(
+                400,
+                {"success": False, "error": "no_such_ask", "msg": f"Instance type by id {offer_id} is not available."},
+            )
+        if offer["dph_total"] > self.credit:
+            return Reply(
+                400,
+                {
+                    "success": False,
+                    "error": "insufficient_credit",
+                    "msg": "Your account lacks credit; see the billing page.",
+                },
+            )
+        self.offers.remove(offer)
+        instance_id = self.next_id
+        self.next_id += 1
+        body = request.body or {}
+        self.instances[instance_id] = {
+            "id": instance_id,
+            "actual_status": None,
+            "intended_status": "running",
+            "status_msg": "",
+            "public_ipaddr": "127.0.0.1",
+            "ports": {},
+            "ssh_host": "ssh7.vast.example",
+            "ssh_port": 20544,
+            "start_date": time.time(),
+            "gpu_name": offer["gpu_name"],
+            "num_gpus": offer["num_gpus"],
+            "dph_total": offer["dph_total"],
+            "label": body.get("label"),
+            "image_uuid": body.get("image"),
+            "extra_env": [[k, v] for k, v in (body.get("env") or {}).items() if not k.startswith("-")],
+            "published": [k for k in (body.get("env") or {}) if k.startswith("-p ")],
+        }
+        self.scripts[instance_id] = [dict(step) for step in self.script]
+        return Reply(200, {"success": True, "new_contract": instance_id})
+
+    # instances
+    def _advance(self, instance_id: int) -> dict[str, Any]:
+        row = self.instances[instance_id]
+        script = self.scripts.get(instance_id) or []
+        if script:
+            row.update(script[0] if len(script) == 1 else script.pop(0))
+        if row.get("actual_status") == "running":
+            row["ports"] = {"8000/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.gateway_port)}]}
+            if "-p 22:22" in row.get("published", []):
+                row["ports"]["22/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_host_port)}]
+        return row
+
+    def _show(self, request: Request, instance_id: str) -> Reply:
+        if int(instance_id) not in self.instances:
+            return Reply(200, {"instances": None})
+        return Reply(200, {"instances": dict(self._advance(int(instance_id)))})
+
+    def _list(self, request: Request) -> Reply:
+        return Reply(200, {"instances": [dict(row) for row in self.instances.values()], "next_token": None})
+
+    def _destroy(self, request: Request, instance_id: str) -> Reply:
+        if self.instances.pop(int(instance_id), None) is None:
+            return Reply(
+                404, {"success": False, "error": "no_such_instance", "msg": f"Instance {instance_id} not found."}
+            )
+        return Reply(200, {"success": True})
+
+    # users and templates
+    def _user(self, request: Request) -> Reply:
+        return Reply(200, {"id": USER_ID, "username": "tester", "credit": self.credit, "api_key": API_KEY})
+
+    def _search_templates(self, request: Request) -> Reply:
+        filters = request.query.get("select_filters") or {}
+        rows = [t for t in self.templates if _matches(t, filters)]
+        return Reply(200, {"success": True, "templates": rows})
+
+    def _save_template(self, body: dict[str, Any], template_id: int) -> dict[str, Any]:
+        self.template_serial += 1
+        template = {**body, "id": template_id, "hash_id": f"hash{self.template_serial:04d}", "creator_id": USER_ID}
+        self.templates.append(template)
+        return template
+
+    def _create_template(self, request: Request) -> Reply:
+        template = self._save_template(dict(request.body), 500 + self.template_serial)
+        return Reply(200, {"success": True, "template": template})
+
+    def _update_template(self, request: Request) -> Reply:
+        body = dict(request.body)
+        old = next(
+            (t for t in self.templates if t["id"] == body.get("id") and t["hash_id"] == body.get("hash_id")), None
+        )
+        if old is None:
+            return Reply(404, {"success": False, "error": "not_found", "msg": "no such template"})
+        self.templates.remove(old)
+        body.pop("hash_id")
+        return Reply(200, {"success": True, "template": self._save_template(body, old["id"])})

@@ -1,0 +1,314 @@
+"""Tiny real models written with transformers (random weights): vLLM serves them like any checkpoint.
+
+Head size 64 (the CPU attention backend supports 32, 64, 80, ...; 16 starts but fails every request).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "what",
+    "are",
+    "how",
+    "for",
+    "with",
+    "on",
+    "green",
+    "tea",
+    "health",
+    "benefits",
+    "basketball",
+    "sport",
+    "sports",
+    "capital",
+    "france",
+    "paris",
+    "city",
+    "country",
+    "largest",
+    "popular",
+    "united",
+    "states",
+    "drink",
+    "drinking",
+    "cells",
+    "antioxidants",
+    "brain",
+    "yes",
+    "no",
+    "query",
+    "document",
+    "relevant",
+    "answer",
+    "question",
+    "bread",
+    "bake",
+    "oven",
+    "flour",
+    "water",
+    "weather",
+    "pizza",
+    "deep",
+    "learning",
+    "machine",
+]
+
+
+def write_wordpiece_vocab(path: Path) -> Path:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)] + list(".,?!'-")
+    vocab = specials + sorted(set(WORDS)) + letters + ["##" + ch for ch in letters]
+    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    return path
+
+
+def make_bert_cross_encoder(directory: Path, seed: int = 0) -> Path:
+    """A BertForSequenceClassification with one label: a cross-encoder reranker, scored by sigmoid(logit)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = write_wordpiece_vocab(directory / "vocab.txt")
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=512)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,  # head size 64
+        intermediate_size=256,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+# --- a tiny Qwen3-Reranker ----------------------------------------------------------------------------------
+
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+QWEN_TEMPLATE_TEXT = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n<Instruct>: Given a web search query, '
+    "retrieve relevant passages that answer the query\n<Query>: \n<Document>: <|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+)
+
+
+def _word_pre_tokenizer():  # type: ignore[no-untyped-def]
+    """Words, single punctuation marks, single CJK characters, and each newline as its own token.
+
+    Newlines count (Qwen's prompt ends in "\\n\\n": a template that drops one must change the score), and the
+    pieces of Qwen's prompt tokenize the same alone or joined, as with Qwen's own tokenizer at these seams.
+    """
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"[\u3000-\u9fff\uff00-\uffef]"), behavior="isolated"),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+        ]
+    )
+
+
+def word_pieces(text: str) -> list[str]:
+    """The pre-tokenized pieces of `text` (lower-cased), as the tiny Qwen tokenizer sees them."""
+    pieces: list[str] = []
+    for chunk in _split_specials(text):
+        if chunk in QWEN_SPECIAL_TOKENS:
+            pieces.append(chunk)
+        else:
+            pieces.extend(piece for piece, _ in _word_pre_tokenizer().pre_tokenize_str(chunk.lower()))
+    return pieces
+
+
+def _split_specials(text: str) -> list[str]:
+    import re
+
+    return [part for part in re.split("(" + "|".join(re.escape(t) for t in QWEN_SPECIAL_TOKENS) + ")", text) if part]
+
+
+def make_qwen_tokenizer(directory: Path, corpus: list[str]):  # type: ignore[no-untyped-def]
+    """A word-level tokenizer with Qwen's chat special tokens and "yes"/"no", saved as a fast tokenizer."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted(
+        {piece for text in [QWEN_TEMPLATE_TEXT, *corpus] for piece in word_pieces(text)} - set(QWEN_SPECIAL_TOKENS)
+        | {"yes", "no"}
+    )
+    vocab = {token: i for i, token in enumerate(["[UNK]", *QWEN_SPECIAL_TOKENS, *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = _word_pre_tokenizer()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        model_max_length=1024,
+    )
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def make_qwen3_reranker(directory: Path, corpus: list[str], seed: int = 0, noise: float = 0.01) -> Path:
+    """A Qwen3ForCausalLM in Qwen3-Reranker's original format, whose weights are set by hand, plus noise.
+
+    What it computes (before the noise), so that it behaves like a real reranker *only in its prompt format*:
+    - layer 0 attention averages, over the whole prompt, a one-hot of each word that is not part of Qwen's
+      template (its query and document words); layer 0's gated MLP turns that bag of words into a
+      "concentration" sum_w f(share of w), f convex: high when query and document share words;
+    - layer 1 has one attention head that, from a newline token, looks for an earlier "</think>" (the end of
+      Qwen's prompt, which closes the empty think block before the two final newlines); its gated MLP passes
+      the concentration on to the "yes" logit only when it found one. In any other format the document
+      changes the answer only through the noise.
+    So with the score template it ranks documents by word overlap with the query; without it (vLLM's
+    default: query and document joined, scored at the document's last token) its scores say nothing.
+    The noise (every weight, std `noise`) makes it a generic network for the score-correctness tests.
+    """
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_qwen_tokenizer(directory, corpus)
+    vocab = tokenizer.get_vocab()
+    template_words = set(word_pieces(QWEN_TEMPLATE_TEXT))
+    content = sorted(
+        w for w in vocab if w not in template_words and w not in QWEN_SPECIAL_TOKENS and w not in ("[UNK]", "yes", "no")
+    )
+    hidden, heads, head_dim = 256, 4, 64
+    assert len(content) + 4 <= hidden, f"{len(content)} content words do not fit {hidden} dimensions"
+    assert len(content) + 6 <= hidden, f"{len(content)} content words do not fit {hidden} dimensions"
+    bias, newline_dim, think_dim, gate_dim, conc_dim, yes_dim = (
+        0,
+        hidden - 5,
+        hidden - 4,
+        hidden - 3,
+        hidden - 2,
+        hidden - 1,
+    )
+    word_dim = {w: 1 + i for i, w in enumerate(content)}
+    config = Qwen3Config(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        head_dim=head_dim,
+        max_position_embeddings=1024,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-6,
+        torch_dtype="float32",
+        bos_token_id=None,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
+    slow = head_dim // 2 - 1  # the rotary pair that turns slowest: attention on it ignores distance
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).eval()
+    first, second = model.model.layers
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn_like(param) * noise)
+        for linear in model.modules():  # no noise from the bias dimension, a large constant: it would drown the rest
+            if isinstance(linear, torch.nn.Linear) and linear.in_features == hidden:
+                linear.weight[:, bias] = 0.0
+        for norm in (
+            model.model.norm,
+            first.input_layernorm,
+            first.post_attention_layernorm,
+            second.input_layernorm,
+            second.post_attention_layernorm,
+            first.self_attn.k_norm,
+            second.self_attn.q_norm,
+            second.self_attn.k_norm,
+        ):
+            norm.weight.add_(1.0)
+        emb = model.model.embed_tokens.weight
+        emb[:, bias] += 16.0
+        for word, dim in word_dim.items():
+            emb[vocab[word], dim] += 1.0
+        emb[vocab["\n"], newline_dim] += 1.0
+        emb[vocab["</think>"], think_dim] += 1.0
+        # Layer 0: uniform attention (q exactly zero) over a one-hot of the content words, scaled up.
+        first.self_attn.q_norm.weight.zero_()
+        for n, dim in enumerate(word_dim.values()):
+            first.self_attn.v_proj.weight[n, dim] += 1.0
+            first.self_attn.o_proj.weight[dim, n] += 56.0
+        # Layer 0 MLP: one unit per content word, silu(x) * x, summed into the concentration dimension.
+        for unit, dim in enumerate(word_dim.values()):
+            first.mlp.gate_proj.weight[unit, dim] += 1.0
+            first.mlp.up_proj.weight[unit, dim] += 1.0
+            first.mlp.down_proj.weight[conc_dim, unit] += 0.05
+        # Layer 1, head 0: a newline attends to an earlier "</think>" and copies its presence to the gate.
+        attn = second.self_attn
+        attn.q_proj.weight[slow, newline_dim] += 20.0
+        attn.k_proj.weight[slow, think_dim] += 20.0
+        attn.q_norm.weight[slow] += 0.5
+        attn.k_norm.weight[slow] += 0.5
+        attn.v_proj.weight[0, think_dim] += 1.0
+        attn.o_proj.weight[gate_dim, 0] += 1.0
+        # Layer 1 MLP: (concentration - a constant) reaches the "yes" dimension only through the gate.
+        mlp = second.mlp
+        mlp.gate_proj.weight[0, gate_dim] += 4.0
+        mlp.up_proj.weight[0, conc_dim] += 1.0
+        mlp.down_proj.weight[yes_dim, 0] += 1.0
+        mlp.gate_proj.weight[1, gate_dim] += 4.0
+        mlp.up_proj.weight[1, bias] += 1.0
+        mlp.down_proj.weight[yes_dim, 1] -= 0.014
+        model.lm_head.weight[vocab["yes"], yes_dim] += 6.0
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def make_decisive_bert_cross_encoder(directory: Path, pairs: list[tuple[str, str]], seed: int = 0) -> Path:
+    """A BertForSequenceClassification cross-encoder whose scores spread over (0, 1) on `pairs`.
+
+    With random weights every pair's pooled vector is nearly the same and every score sits near 0.5, so
+    comparing scores within 1e-3 would prove little: the classifier (one linear layer) is set so that its
+    logits over `pairs` have mean 0 and standard deviation 2; the encoder keeps its random weights.
+    (transformers 5 ignores BertTokenizerFast's `vocab_file=`; `vocab=` is the argument that reads the file.)
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = write_wordpiece_vocab(directory / "vocab.txt")
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=512)
+    assert tokenizer.tokenize("green tea") == ["green", "tea"], "the tiny vocabulary did not load"
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        pooled = torch.stack([model.bert(**tokenizer(q, d, return_tensors="pt")).pooler_output[0] for q, d in pairs])
+        direction = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False).Vh[0]  # where the pairs differ most
+        raw = pooled @ direction
+        scale = 2.0 / raw.std()
+        model.classifier.weight.copy_((direction * scale).unsqueeze(0))
+        model.classifier.bias.fill_(float(-raw.mean() * scale))
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
