@@ -3,7 +3,6 @@ status file, body limits, malformed requests, streaming, metrics, the generated 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -19,6 +18,8 @@ from support.gateway_upstream import REPO, FakeUpstream, GatewayProcess, start_g
 
 from reranker_template.gateway import health
 from reranker_template.gateway.tls import fingerprint
+from reranker_template.serve import status
+from reranker_template.serve.status import VllmStatus
 
 TOKEN = "process-test-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,8 +34,8 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
 
 
 def write_status(gw: GatewayProcess, **fields: object) -> None:
-    gw.state_dir.mkdir(parents=True, exist_ok=True)
-    (gw.state_dir / "vllm-status.json").write_text(json.dumps({"updated": time.time(), **fields}))
+    """The launcher's status file, written the way the launcher writes it."""
+    status.write_status(gw.state_dir / "vllm-status.json", VllmStatus.from_json({"updated": time.time(), **fields}))
 
 
 def test_loading_then_ready_then_down(gateway: GatewayProcess) -> None:
@@ -288,6 +289,6 @@ def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:
     ],
 )
 def test_health_report(ready: bool, ever: bool, status: dict, expected: tuple[int, str]) -> None:
-    code, body = health.health_report(ready, ever, status, "m")
-    assert (code, body["status"]) == expected
-    assert body["model"] == "m"
+    report = health.health_report(ready, ever, VllmStatus.from_json(status) if status else None, "m")
+    assert (report.http_status, report.status) == expected
+    assert report.model == "m"

@@ -20,13 +20,16 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from reranker_template.fileio import read_json_object
 from reranker_template.gateway import auth, landing
-from reranker_template.gateway.health import RETRY_AFTER, UpstreamState, health_report, poll_upstream, read_json_file
+from reranker_template.gateway.health import UpstreamState, health_report, poll_upstream
 from reranker_template.gateway.metrics import GatewayMetrics
 from reranker_template.paths import Paths
 from reranker_template.plan.truncation import ROUTES as TRUNCATION_ROUTES
 from reranker_template.plan.truncation import DefaultTruncation, apply_default_truncation, default_truncation
+from reranker_template.protocol import RETRY_AFTER_SECONDS, HealthBody, HealthState
 from reranker_template.serve.sshd import tunnel_command
+from reranker_template.serve.status import read_status
 from reranker_template.settings import Settings
 
 log = logging.getLogger("reranker.gateway")
@@ -156,7 +159,7 @@ class Gateway:
         self._poller: asyncio.Task[None] | None = None
         # The stack writes plan.json before any service starts and never changes it while it runs:
         # read it once, not on every /health and page.
-        self._plan: dict[str, Any] = read_json_file(config.paths.plan_file)
+        self._plan: dict[str, Any] = read_json_object(config.paths.plan_file) or {}
         self.truncation: DefaultTruncation | None = default_truncation(self.settings, self._plan)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -191,11 +194,11 @@ class Gateway:
         plan = self.plan() if plan is None else plan
         return str(plan.get("served_model_name") or self.settings.served_model_name)
 
-    def health(self) -> tuple[int, dict[str, Any]]:
-        status = read_json_file(self.config.paths.vllm_status_file)
-        code, body = health_report(self.state.ready, self.state.ever_ready, status, self.served_model())
+    def health(self) -> HealthBody:
+        status = read_status(self.config.paths.vllm_status_file)
+        body = health_report(self.state.ready, self.state.ever_ready, status, self.served_model())
         self.metrics.upstream_up.set(1 if self.state.ready else 0)
-        return code, body
+        return body
 
     # --- entry point -----------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -282,13 +285,12 @@ class Gateway:
 
     # --- our own routes --------------------------------------------------------------------------
     def health_response(self, path: str) -> web.Response:
-        code, body = self.health()
+        health = self.health()
         headers = {hdrs.CACHE_CONTROL: "no-store"}
-        if code != 200:
-            headers[hdrs.RETRY_AFTER] = str(RETRY_AFTER.get(body["status"], 5))
-        if path == "/ping" and code == 200:
-            body = {"status": "ready"}
-        return web.json_response(body, status=code, headers=headers)
+        if health.status is not HealthState.READY:
+            headers[hdrs.RETRY_AFTER] = str(RETRY_AFTER_SECONDS[health.status])
+        body = {"status": "ready"} if path == "/ping" and health.status is HealthState.READY else health.to_json()
+        return web.json_response(body, status=health.http_status, headers=headers)
 
     def static_response(self, name: str) -> web.Response:
         asset = self.static.get(name)
@@ -306,7 +308,7 @@ class Gateway:
 
     def landing_response(self, request: web.Request, credential: auth.Credential | None) -> web.Response:
         plan = self.plan()
-        _, health = self.health()
+        health = self.health().to_json()
         facts = landing.PageFacts(
             base_url=f"{request.scheme}://{request.host}",
             token=credential.token if credential else None,
@@ -344,15 +346,18 @@ class Gateway:
         )
 
     def not_ready(self) -> web.Response:
-        code, body = self.health()
-        if code == 200:  # the poller has not caught up with a connection error yet
-            body = {"status": "down", "reason": self.state.last_error or "vLLM is not answering"}
+        health = self.health()
+        if health.status is HealthState.READY:  # the poller has not caught up with a connection error yet
+            health = HealthBody(HealthState.DOWN, reason=self.state.last_error or "vLLM is not answering")
         message = {
-            "loading": f"the model is loading ({body.get('phase')}); retry shortly",
-            "failed": f"vLLM failed: {body.get('reason')}",
-        }.get(body["status"], f"vLLM is not answering ({body.get('reason')}); retry shortly")
-        payload = {"error": {"message": message, "type": "ServiceUnavailable", "code": 503}, "status": body["status"]}
-        retry = str(RETRY_AFTER.get(body["status"], 5))
+            HealthState.LOADING: f"the model is loading ({health.phase}); retry shortly",
+            HealthState.FAILED: f"vLLM failed: {health.reason}",
+        }.get(health.status, f"vLLM is not answering ({health.reason}); retry shortly")
+        payload = {
+            "error": {"message": message, "type": "ServiceUnavailable", "code": 503},
+            "status": str(health.status),
+        }
+        retry = str(RETRY_AFTER_SECONDS[health.status])
         return web.json_response(payload, status=503, headers={hdrs.RETRY_AFTER: retry, hdrs.CACHE_CONTROL: "no-store"})
 
     async def request_body(self, request: web.Request) -> bytes | AsyncIterator[bytes] | None:

@@ -8,19 +8,16 @@ says *why* vLLM is not answering yet: provisioning, downloading, starting, faile
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-log = logging.getLogger("reranker.gateway")
+from reranker_template.protocol import HealthBody, HealthState
+from reranker_template.serve.status import Phase, VllmStatus
 
-LOADING_PHASES = ("provisioning", "downloading", "starting")
-RETRY_AFTER = {"loading": 10, "down": 5, "failed": 60}
+log = logging.getLogger("reranker.gateway")
 
 
 @dataclass
@@ -47,31 +44,28 @@ class UpstreamState:
         self.last_error = reason
 
 
-def read_json_file(path: Path) -> dict[str, Any]:
-    """A small JSON object written by another process; {} when missing, partial or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def health_report(ready: bool, ever_ready: bool, status: VllmStatus | None, model: str) -> HealthBody:
+    """The /health body. Pure: the upstream state and the launcher's status file decide.
 
+    vLLM answering its own /health wins; otherwise the launcher's phase says why it does not answer
+    (no status file yet counts as starting).
+    """
+    phase = status.phase if status else None
+    reason = status.reason if status else None
+    quality = str(status.quality_check) if status else None
 
-def health_report(ready: bool, ever_ready: bool, status: dict[str, Any], model: str) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) of /health. Pure: the upstream state and the launcher's status file decide."""
-    phase = status.get("phase")
-    common = {"model": model, "phase": phase, "quality_check": status.get("quality_check")}
+    def body(state: HealthState, shown_phase: Phase | None = phase, why: str | None = None) -> HealthBody:
+        return HealthBody(state, model, str(shown_phase) if shown_phase else None, quality, why)
+
     if ready:
-        return 200, {"status": "ready", **common, "phase": "ready"}
-    if phase == "failed":
-        return 503, {"status": "failed", **common, "reason": status.get("reason") or "vLLM failed to start"}
-    if phase == "stopped":
-        return 503, {"status": "down", **common, "reason": status.get("reason") or "vLLM is stopped"}
-    if phase in LOADING_PHASES or (phase in (None, "ready") and not ever_ready):
-        body = {"status": "loading", **common, "phase": phase or "starting"}
-        if status.get("reason"):
-            body["reason"] = status["reason"]
-        return 503, body
-    return 503, {"status": "down", **common, "reason": status.get("reason") or "vLLM is not answering"}
+        return body(HealthState.READY, Phase.READY)
+    if phase is Phase.FAILED:
+        return body(HealthState.FAILED, why=reason or "vLLM failed to start")
+    if phase is Phase.STOPPED:
+        return body(HealthState.DOWN, why=reason or "vLLM is stopped")
+    if (phase is not None and phase.loading) or (phase in (None, Phase.READY) and not ever_ready):
+        return body(HealthState.LOADING, phase or Phase.STARTING, reason)
+    return body(HealthState.DOWN, why=reason or "vLLM is not answering")
 
 
 async def probe(session: aiohttp.ClientSession, url: str, timeout: float) -> str | None:

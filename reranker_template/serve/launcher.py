@@ -23,13 +23,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from reranker_template.errors import ModelUnavailable
 from reranker_template.paths import Paths, default_paths
 from reranker_template.serve.download import check_local_model, fetch_hub_model
 from reranker_template.serve.provisioning import wait_for_provisioning
-from reranker_template.serve.status import VllmStatus, read_status, write_status
+from reranker_template.serve.status import Phase, QualityState, VllmStatus, read_status, write_status
 from reranker_template.settings import Settings, load_settings
 
 # Starts allowed to fail at loading before the launcher gives up (exits at once, so supervisord FATALs).
@@ -94,13 +94,17 @@ class Launcher:
         self.stopping = threading.Event()
         self.health_url = f"http://127.0.0.1:{plan['vllm_port']}/health"
 
-    def report(self, **changes: object) -> None:
-        self.status = self.status.with_(**changes)
+    def report(self, phase: Phase, reason: str | None = None, **changes: Any) -> None:
+        self.status = self.status.moved_to(phase, reason, **changes)
+        write_status(self.paths.vllm_status_file, self.status)
+
+    def report_quality(self, state: QualityState, detail: str | None) -> None:
+        self.status = self.status.with_quality(state, detail)
         write_status(self.paths.vllm_status_file, self.status)
 
     def give_up(self, reason: str, *, final: bool) -> int:
         failures = MAX_LOAD_FAILURES if final else self.status.load_failures + 1
-        self.report(phase="failed", reason=reason, load_failures=failures)
+        self.report(Phase.FAILED, reason, load_failures=failures)
         log(f"vLLM cannot serve {self.plan['model']}: {reason}")
         if failures >= MAX_LOAD_FAILURES:
             log("not retrying: fix the cause (see above), then restart the stack or `supervisorctl restart vllm`")
@@ -114,7 +118,7 @@ class Launcher:
             if self.settings.model_is_local_path:
                 check_local_model(self.settings.model_name)
                 return {}
-            self.report(phase="downloading", reason=None)
+            self.report(Phase.DOWNLOADING)
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
             files = fetch_hub_model(self.settings.model_name, self.settings.hf_token, offline=offline)
             return {"HF_HUB_OFFLINE": "1"} if files.offline else {}
@@ -126,7 +130,7 @@ class Launcher:
         """False when PROVISIONING_SCRIPT failed and PROVISIONING_FAILURE=stop (the failure is reported)."""
         marker_dir = self.paths.provisioning_marker_dir
         if (marker_dir / ".provisioning").exists():
-            self.report(phase="provisioning", reason=None)
+            self.report(Phase.PROVISIONING)
             log("waiting for PROVISIONING_SCRIPT to finish")
         outcome = wait_for_provisioning(marker_dir, self.settings.provisioning_timeout + 60)
         if not outcome.may_start_vllm:
@@ -146,7 +150,7 @@ class Launcher:
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
         env.update(self.plan.get("vllm_env", {}))
         env.update(extra_env)
-        self.report(phase="starting", reason=None, quality_check="pending", quality_detail=None)
+        self.report(Phase.STARTING, quality_check=QualityState.PENDING, quality_detail=None)
         log("starting vLLM: " + " ".join(self.plan["vllm_command"]))
         self.child = subprocess.Popen(
             self.plan["vllm_command"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -157,7 +161,7 @@ class Launcher:
 
         became_ready = self.wait_until_ready()
         if became_ready:
-            self.report(phase="ready", reason=None, load_failures=0)
+            self.report(Phase.READY, load_failures=0)
             log("vLLM is ready on 127.0.0.1:%s" % self.plan["vllm_port"])
             self.after_ready()
             self.watch()
@@ -167,11 +171,11 @@ class Launcher:
         kill_group_except_self(signal.SIGKILL)
         pump.join(timeout=5)
         if self.stopping.is_set():
-            self.report(phase="stopped", reason=None)
+            self.report(Phase.STOPPED)
             return 0
         if not became_ready:
             return self.give_up(f"vLLM exited with status {code} while loading: {pump.failure_reason()}", final=False)
-        self.report(phase="down", reason=f"vLLM exited with status {code}: {pump.failure_reason()}")
+        self.report(Phase.DOWN, f"vLLM exited with status {code}: {pump.failure_reason()}")
         log(f"vLLM exited with status {code}; supervisord will restart it")
         return 1
 
@@ -189,7 +193,7 @@ class Launcher:
 
         def check() -> None:
             outcome = run_quality_check(self.settings, self.plan)
-            self.report(quality_check=outcome.state, quality_detail=outcome.detail)
+            self.report_quality(outcome.state, outcome.detail)
 
         threading.Thread(target=check, daemon=True).start()
 
@@ -208,7 +212,7 @@ class Launcher:
                 log(
                     f"vLLM has not answered /health for {silent:.0f} s although it is running: killing it for a restart"
                 )
-                self.report(phase="down", reason=f"vLLM stopped answering for {silent:.0f} s; restarting it")
+                self.report(Phase.DOWN, f"vLLM stopped answering for {silent:.0f} s; restarting it")
                 kill_group_except_self(signal.SIGKILL)
                 return
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reranker_template.serve.status import QualityState
 from reranker_template.settings import Settings
 
 # (language, query, relevant document, irrelevant document)
@@ -63,7 +64,7 @@ PASS_SHARE = 0.85
 
 @dataclass(frozen=True)
 class QualityOutcome:
-    state: str  # "passed", "failed" or "skipped"
+    state: QualityState
     detail: str
 
 
@@ -73,8 +74,8 @@ def judge(scores: Mapping[int, float]) -> QualityOutcome:
     right = len(TRIPLES) - len(wrong)
     summary = f"{right}/{len(TRIPLES)} known-answer pairs ranked correctly"
     if right >= PASS_SHARE * len(TRIPLES):
-        return QualityOutcome("passed", summary)
-    return QualityOutcome("failed", summary + "; wrong for " + "; ".join(wrong))
+        return QualityOutcome(QualityState.PASSED, summary)
+    return QualityOutcome(QualityState.FAILED, summary + "; wrong for " + "; ".join(wrong))
 
 
 def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -119,15 +120,15 @@ def likely_cause(plan: Mapping[str, Any]) -> str:
 
 def run_quality_check(settings: Settings, plan: Mapping[str, Any]) -> QualityOutcome:
     if not settings.quality_check:
-        return QualityOutcome("skipped", "QUALITY_CHECK=false")
+        return QualityOutcome(QualityState.SKIPPED, "QUALITY_CHECK=false")
     base_url = f"http://127.0.0.1:{plan['vllm_port']}"
     try:
         outcome = judge(score_triples(base_url, plan["served_model_name"]))
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        return QualityOutcome("skipped", f"could not score the known-answer pairs: {exc}")
-    if outcome.state == "failed":
+        return QualityOutcome(QualityState.SKIPPED, f"could not score the known-answer pairs: {exc}")
+    if outcome.state is QualityState.FAILED:
         cause = likely_cause(plan)
-        outcome = QualityOutcome("failed", f"{outcome.detail}. Likely cause: {cause}")
+        outcome = QualityOutcome(QualityState.FAILED, f"{outcome.detail}. Likely cause: {cause}")
         print(
             "[quality] WARNING: relevant documents do NOT outrank irrelevant ones; the scores are probably "
             f"meaningless. {outcome.detail}",

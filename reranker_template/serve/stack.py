@@ -28,7 +28,7 @@ from reranker_template.plan.build import Plan, make_plan
 from reranker_template.serve.download import check_local_model
 from reranker_template.serve.provisioning import mark_pending
 from reranker_template.serve.sshd import prepare as prepare_sshd
-from reranker_template.serve.status import VllmStatus, write_status
+from reranker_template.serve.status import Phase, VllmStatus, write_status
 from reranker_template.serve.supervisor import VLLM_STOP_WAIT_SECONDS, SupervisorConfig, render
 from reranker_template.settings import Settings, load_settings
 
@@ -78,7 +78,7 @@ def write_runtime_files(spec: StackSpec) -> Path:
     paths = spec.paths
     paths.create()
     paths.plan_file.write_text(json.dumps(spec.plan.to_dict(), indent=2))
-    write_status(paths.vllm_status_file, VllmStatus().with_(phase="starting"))
+    write_status(paths.vllm_status_file, VllmStatus().moved_to(Phase.STARTING))
     # Before supervisord starts, so the launcher cannot look for the marker before the script runs.
     mark_pending(spec.settings, paths.provisioning_marker_dir)
     config = SupervisorConfig(
