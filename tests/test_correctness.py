@@ -25,8 +25,9 @@ import pytest
 from support.stack_runner import RunningStack, http_get, http_post_json, minilm_dir, start_stack
 from support.tiny_models import WORDS, make_decisive_bert_cross_encoder, make_qwen3_reranker
 
+from reranker_template.plan.contract import TruncationMode, TruncationPolicy
 from reranker_template.plan.presets import QWEN3_DEFAULT_INSTRUCTION
-from reranker_template.plan.truncation import DefaultTruncation, apply_default_truncation
+from reranker_template.plan.truncation import apply_default_truncation
 from reranker_template.serve.quality import TRIPLES
 
 pytestmark = pytest.mark.vllm
@@ -133,7 +134,7 @@ def test_cross_encoder_long_document_is_truncated_not_refused(bert_stack: Runnin
     body = {"model": bert_stack.served_name, "text_1": QUERY, "text_2": [long_document, DOCUMENTS[1]]}
     status, _ = http_post_json(bert_stack.vllm_url + "/v1/score", body, token=None)
     assert status == 400  # vLLM alone: one long document fails the whole call
-    truncated = apply_default_truncation("/v1/score", body, DefaultTruncation("pair", 512))
+    truncated = apply_default_truncation("/v1/score", body, TruncationPolicy(TruncationMode.PAIR, 512))
     status, reply = http_post_json(bert_stack.vllm_url + "/v1/score", truncated, token=None)
     assert status == 200, reply
     served = [item["score"] for item in sorted(reply["data"], key=lambda item: item["index"])]
@@ -251,7 +252,7 @@ def test_qwen3_reranker_long_document_is_truncated_before_the_template(
     long_document = " ".join(["green tea contains antioxidants"] * 400)  # 1600 words, more than max_len
     body = {"model": qwen_stack.served_name, "text_1": QUERY, "text_2": [long_document]}
     assert http_post_json(qwen_stack.vllm_url + "/v1/score", body, token=None)[0] == 400
-    truncated = apply_default_truncation("/v1/score", body, DefaultTruncation("split", max_len))
+    truncated = apply_default_truncation("/v1/score", body, TruncationPolicy(TruncationMode.SPLIT, max_len))
     status, reply = http_post_json(qwen_stack.vllm_url + "/v1/score", truncated, token=None)
     assert status == 200, reply
     kept = " ".join(long_document.split()[: truncated["max_tokens_per_doc"]])  # one token per word here

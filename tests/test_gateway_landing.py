@@ -16,15 +16,18 @@ from support.gateway_upstream import FakeUpstream, GatewayProcess, start_gateway
 
 from reranker_template.errors import ConfigError
 from reranker_template.gateway import landing, tls
+from reranker_template.plan.contract import Plan, write_plan
 from reranker_template.settings import load_settings
 
 TOKEN = "landing-token"
-PLAN = {
+PLAN_JSON = {
+    "schema_version": 1,
     "model": "BAAI/bge-reranker-v2-m3",
     "served_model_name": "bge<script>",
     "preset": "bge",
     "device": "cuda",
     "gpu_count": 2,
+    "gpus_used": 2,
     "tensor_parallel_size": 1,
     "data_parallel_size": 2,
     "vllm_command": ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "BAAI/bge-reranker-v2-m3"],
@@ -42,7 +45,7 @@ PLAN = {
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp = tmp_path_factory.mktemp("gw-landing")
     (tmp / "state").mkdir()
-    (tmp / "state" / "plan.json").write_text(json.dumps(PLAN))
+    write_plan(tmp / "state" / "plan.json", Plan.from_json(PLAN_JSON))
     gw = start_gateway(
         tmp,
         {

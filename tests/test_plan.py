@@ -31,7 +31,7 @@ def option_value(command: tuple[str, ...], option: str) -> str | None:
 
 
 def test_plan_json_has_the_documented_keys() -> None:
-    data = plan_for({}).to_dict()
+    data = plan_for({}).to_json()
     for key in (
         "model",
         "served_model_name",

@@ -15,9 +15,9 @@ from test_parallel import Box, options
 from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from reranker_template import cli
+from reranker_template.plan.contract import Plan, TruncationMode, TruncationPolicy
 from reranker_template.plan.presets import PRESETS, QWEN3_DEFAULT_INSTRUCTION, qwen3_template, template_path
-from reranker_template.plan.truncation import DefaultTruncation, apply_default_truncation, default_truncation
-from reranker_template.settings import load_settings
+from reranker_template.plan.truncation import apply_default_truncation
 
 QWEN_OVERRIDES = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -335,13 +335,12 @@ def test_rerank_instruction_is_rendered_into_the_template_vllm_gets(box: Box) ->
 # --- default truncation (the gateway applies it to request bodies) ----------------------------------------
 
 
-def _truncation_for(box: Box, model: str, **env: str) -> DefaultTruncation | None:
+def _truncation_for(box: Box, model: str, **env: str) -> TruncationPolicy | None:
+    """The policy `reranker plan --json` records in the plan (the gateway reads it from plan.json)."""
     box.model(model)
     box.env(**env)
-    plan = box.plan()
-    import os
-
-    return default_truncation(load_settings(dict(os.environ)), plan)
+    plan = Plan.from_json(box.plan())
+    return plan.truncation
 
 
 def test_cross_encoders_and_embeddings_are_cut_to_the_model_limit(box: Box) -> None:
@@ -364,13 +363,13 @@ def test_template_models_get_query_and_document_budgets_that_fit(box: Box) -> No
 
 @pytest.mark.parametrize("field", ["truncate_prompt_tokens", "max_tokens_per_query", "max_tokens_per_doc"])
 def test_a_request_that_chooses_its_own_truncation_is_left_alone(field: str) -> None:
-    policy = DefaultTruncation("split", 8192)
+    policy = TruncationPolicy(TruncationMode.SPLIT, 8192)
     body = {"query": "q", "documents": ["d"], field: 100}
     assert apply_default_truncation("/v2/rerank", body, policy) is body
 
 
 def test_other_routes_and_odd_bodies_pass_through() -> None:
-    policy = DefaultTruncation("pair", 512)
+    policy = TruncationPolicy(TruncationMode.PAIR, 512)
     for path, body in (
         ("/v1/embeddings", {"input": "x"}),
         ("/tokenize", {"prompt": "x"}),

@@ -6,11 +6,10 @@ the tiny Qwen3-Reranker both ways.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from support.stack_runner import RunningStack, free_port
 
+from reranker_template.plan.contract import Device, Plan, read_plan
 from reranker_template.serve.quality import TRIPLES, judge, likely_cause, run_quality_check
 from reranker_template.settings import load_settings
 
@@ -77,7 +76,26 @@ def test_the_set_covers_several_languages() -> None:
     ],
 )
 def test_the_likely_cause_is_named(plan: dict, expected: str) -> None:
-    assert expected in likely_cause(plan)
+    assert expected in likely_cause(plan_with(**plan))
+
+
+def plan_with(preset: str | None, vllm_command: list[str]) -> Plan:
+    """A plan as make_plan records it: the score template flag is decided from the final command."""
+    return Plan(
+        model="m",
+        served_model_name="m",
+        preset=preset,
+        device=Device.CPU,
+        gpu_count=0,
+        gpus_used=0,
+        tensor_parallel_size=1,
+        data_parallel_size=1,
+        vllm_command=tuple(vllm_command),
+        gateway_port=8000,
+        vllm_port=18000,
+        reasons=(),
+        score_template="--chat-template" in vllm_command,
+    )
 
 
 def test_quality_check_false_skips() -> None:
@@ -88,7 +106,7 @@ def test_quality_check_false_skips() -> None:
 
 
 def test_nothing_listening_is_skipped_not_failed() -> None:
-    outcome = run_quality_check(load_settings({}), {"vllm_port": free_port(), "served_model_name": "m", "preset": None})
+    outcome = run_quality_check(load_settings({}), dataclasses.replace(plan_with(None, []), vllm_port=free_port()))
     assert outcome.state == "skipped" and "could not score" in outcome.detail
 
 
@@ -97,7 +115,7 @@ def test_real_embedding_model_passes(minilm_stack: RunningStack, capsys: pytest.
     """all-MiniLM-L6-v2 ranks the known answers right (its cosine scores are meaningful), in about a second."""
     import time
 
-    plan = json.loads((minilm_stack.state_dir / "plan.json").read_text())
+    plan = read_plan(minilm_stack.state_dir / "plan.json")
     started = time.monotonic()
     outcome = run_quality_check(load_settings({}), plan)
     took = time.monotonic() - started

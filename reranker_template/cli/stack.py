@@ -23,7 +23,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     settings = load_settings()
     plan = stack.build_plan(settings, dict(os.environ))
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps(plan.to_json(), indent=2))
         return 0
     print(f"model        {plan.model}  (served as {plan.served_model_name!r}; metadata: {plan.model_source})")
     print(f"preset       {plan.preset or 'none'}")

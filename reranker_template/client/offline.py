@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reranker_template.plan.build import VLLM_MODULE, Plan
-from reranker_template.plan.truncation import apply_default_truncation, default_truncation
+from reranker_template.plan.build import VLLM_MODULE
+from reranker_template.plan.contract import Plan
+from reranker_template.plan.truncation import apply_default_truncation
 from reranker_template.settings import Settings, load_settings
 
 
@@ -79,8 +80,7 @@ def options_from_plan(plan: Plan, settings: Settings | None = None) -> OfflineOp
     engine_args = EngineArgs.from_cli_args(namespace)
     defaults: dict[str, Any] = {}
     if settings is not None:
-        policy = default_truncation(settings, plan.to_dict())
-        defaults = apply_default_truncation("/v1/score", {}, policy) or {}
+        defaults = apply_default_truncation("/v1/score", {}, plan.truncation) or {}
     return OfflineOptions(
         engine_args=engine_args,
         chat_template=getattr(namespace, "chat_template", None),

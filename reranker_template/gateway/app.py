@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,13 +21,13 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from reranker_template.fileio import read_json_object
 from reranker_template.gateway import auth, landing
 from reranker_template.gateway.health import UpstreamState, health_report, poll_upstream
 from reranker_template.gateway.metrics import GatewayMetrics
 from reranker_template.paths import Paths
+from reranker_template.plan.contract import Plan, TruncationPolicy, read_plan
 from reranker_template.plan.truncation import ROUTES as TRUNCATION_ROUTES
-from reranker_template.plan.truncation import DefaultTruncation, apply_default_truncation, default_truncation
+from reranker_template.plan.truncation import apply_default_truncation, decide_truncation
 from reranker_template.protocol import RETRY_AFTER_SECONDS, HealthBody, HealthState
 from reranker_template.serve.sshd import tunnel_command
 from reranker_template.serve.status import read_status
@@ -159,8 +160,8 @@ class Gateway:
         self._poller: asyncio.Task[None] | None = None
         # The stack writes plan.json before any service starts and never changes it while it runs:
         # read it once, not on every /health and page.
-        self._plan: dict[str, Any] = read_json_object(config.paths.plan_file) or {}
-        self.truncation: DefaultTruncation | None = default_truncation(self.settings, self._plan)
+        self._plan = _read_plan(config.paths.plan_file)
+        self.truncation = self._plan.truncation if self._plan else _planless_truncation(self.settings)
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self, app: web.Application) -> None:
@@ -187,12 +188,8 @@ class Gateway:
             await self.session.close()
 
     # --- facts -----------------------------------------------------------------------------------
-    def plan(self) -> dict[str, Any]:
-        return self._plan
-
-    def served_model(self, plan: Mapping[str, Any] | None = None) -> str:
-        plan = self.plan() if plan is None else plan
-        return str(plan.get("served_model_name") or self.settings.served_model_name)
+    def served_model(self) -> str:
+        return self._plan.served_model_name if self._plan else self.settings.served_model_name
 
     def health(self) -> HealthBody:
         status = read_status(self.config.paths.vllm_status_file)
@@ -307,14 +304,13 @@ class Gateway:
         )
 
     def landing_response(self, request: web.Request, credential: auth.Credential | None) -> web.Response:
-        plan = self.plan()
         health = self.health().to_json()
         facts = landing.PageFacts(
             base_url=f"{request.scheme}://{request.host}",
             token=credential.token if credential else None,
-            model=self.served_model(plan),
+            model=self.served_model(),
             health=health,
-            plan=plan,
+            plan=self._plan.to_json() if self._plan else {},
             ssh_command=tunnel_command(self.settings, self.config.env),
             vllm_port=self.settings.vllm_port,
         )
@@ -501,3 +497,16 @@ def build_app(config: GatewayConfig) -> web.Application:
 
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+
+
+def _read_plan(path: Path) -> Plan | None:
+    """The stack's plan, read once at start (the stack writes it before any service starts and never
+    changes it while it runs); None for a gateway started on its own, in front of a vLLM of the user's."""
+    if not path.exists():
+        return None
+    return read_plan(path)
+
+
+def _planless_truncation(settings: Settings) -> TruncationPolicy | None:
+    """Without a plan the model is unknown: the safe default is to cut a too long pair to the limit."""
+    return decide_truncation(settings.truncate, split=False, max_model_len=None, instruction_chars=0)

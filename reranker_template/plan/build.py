@@ -6,15 +6,14 @@ user exactly what would run, and the tests cover every decision without a GPU.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
 from reranker_template.errors import PlanError
 from reranker_template.facts.machine import Hardware, Runtime
 from reranker_template.facts.model import ModelInfo
+from reranker_template.plan.contract import Device, Plan
 from reranker_template.plan.flags import Flag
 from reranker_template.plan.layout import plan_layout
-from reranker_template.plan.presets import choose_preset
+from reranker_template.plan.presets import TRUNCATE_SPLIT, choose_preset
+from reranker_template.plan.truncation import decide_truncation
 from reranker_template.plan.user_args import UserArgs
 from reranker_template.settings import Settings
 
@@ -27,33 +26,6 @@ _OWNED_OPTIONS = {
     "--model": "set MODEL_NAME instead",
     "--api-key": "the gateway does auth: set API_KEYS (or WEB_PASSWORD) instead",
 }
-
-__all__ = ["Plan", "PlanError", "make_plan"]
-
-
-@dataclass(frozen=True)
-class Plan:
-    model: str
-    served_model_name: str
-    preset: str | None
-    device: str
-    gpu_count: int
-    tensor_parallel_size: int
-    data_parallel_size: int
-    vllm_command: tuple[str, ...]
-    gateway_port: int
-    vllm_port: int
-    reasons: tuple[str, ...]
-    vllm_env: dict[str, str] = field(default_factory=dict)  # extra environment for vLLM (no secrets)
-    gpus: tuple[dict[str, Any], ...] = ()
-    model_source: str = "unknown"
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["vllm_command"] = list(self.vllm_command)
-        data["reasons"] = list(self.reasons)
-        data["gpus"] = list(self.gpus)
-        return data
 
 
 def _check_user_args(user: UserArgs) -> None:
@@ -175,12 +147,18 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         command.extend(settings.vllm_args)
         reasons.append("VLLM_ARGS appended as given: " + " ".join(settings.vllm_args))
 
+    final = UserArgs(tuple(command))
+    max_model_len = final.int_value("--max-model-len")
+    score_template = final.has("--chat-template")
+    split = score_template or preset.truncation == TRUNCATE_SPLIT
+    instruction_chars = len(settings.rerank_instruction or "")
     return Plan(
         model=settings.model_name,
         served_model_name=user.value("--served-model-name") or settings.served_model_name,
         preset=preset.name,
-        device=hardware.device,
+        device=Device(hardware.device),
         gpu_count=len(hardware.gpus),
+        gpus_used=layout.gpus_used,
         tensor_parallel_size=layout.tensor_parallel_size,
         data_parallel_size=layout.data_parallel_size,
         vllm_command=tuple(command),
@@ -188,6 +166,9 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         vllm_port=settings.vllm_port,
         reasons=tuple(reasons),
         vllm_env=vllm_env,
-        gpus=tuple(asdict(g) for g in hardware.gpus),
+        gpus=hardware.gpus,
         model_source=model.source,
+        max_model_len=max_model_len,
+        score_template=score_template,
+        truncation=decide_truncation(settings.truncate, split, max_model_len, instruction_chars),
     )

@@ -201,6 +201,7 @@ PRESET_NAMES = tuple(p.name for p in PRESETS)
 @dataclass(frozen=True)
 class PresetChoice:
     name: str | None
+    truncation: str = TRUNCATE_PAIR  # how this family's requests are cut (plan/truncation.py)
     reasons: tuple[str, ...] = ()
     flags: tuple[Flag, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -402,7 +403,12 @@ def choose_preset(settings: Settings, model: ModelInfo) -> PresetChoice:
             "truncation: on (the gateway adds it to /rerank and /score requests that set none): "
             + TRUNCATION_POLICY[mode]
         )
-    return PresetChoice(name=preset.name if preset else None, reasons=tuple(reasons), flags=tuple(flags + more))
+    return PresetChoice(
+        name=preset.name if preset else None,
+        truncation=preset.truncation if preset else TRUNCATE_PAIR,
+        reasons=tuple(reasons),
+        flags=tuple(flags + more),
+    )
 
 
 TRUNCATION_POLICY = {

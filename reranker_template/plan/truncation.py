@@ -17,12 +17,9 @@ A request that sets any of these fields chooses its own truncation; TRUNCATE=fal
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from reranker_template.plan.presets import TRUNCATE_PAIR, TRUNCATE_SPLIT, preset_by_name
-from reranker_template.plan.user_args import UserArgs
-from reranker_template.settings import Settings
+from reranker_template.plan.contract import TruncationMode, TruncationPolicy
 
 ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score"})
 REQUEST_FIELDS = ("truncate_prompt_tokens", "max_tokens_per_query", "max_tokens_per_doc")
@@ -31,26 +28,16 @@ REQUEST_FIELDS = ("truncate_prompt_tokens", "max_tokens_per_query", "max_tokens_
 TEMPLATE_RESERVE = 256
 
 
-@dataclass(frozen=True)
-class DefaultTruncation:
-    mode: str  # TRUNCATE_PAIR or TRUNCATE_SPLIT
-    max_model_len: int | None  # needed for "split"
-    instruction_chars: int = 0  # RERANK_INSTRUCTION's length, rendered into the template
-
-
-def default_truncation(settings: Settings, plan: Mapping[str, Any]) -> DefaultTruncation | None:
-    """The policy for this plan (plan.json as a dict), or None when requests go to vLLM unchanged."""
-    if not settings.truncate:
+def decide_truncation(
+    enabled: bool, split: bool, max_model_len: int | None, instruction_chars: int
+) -> TruncationPolicy | None:
+    """The policy, decided at plan time. `split`: the model composes a prompt (score template or a
+    built-in one); `enabled`: TRUNCATE. None when requests go to vLLM unchanged."""
+    if not enabled:
         return None
-    command = UserArgs(tuple(str(a) for a in plan.get("vllm_command") or ()))
-    preset = preset_by_name(plan.get("preset"))
-    split = command.has("--chat-template") or (preset is not None and preset.truncation == TRUNCATE_SPLIT)
-    max_len = command.int_value("--max-model-len")
-    if split and not max_len:
+    if split and not max_model_len:
         return None  # without the limit we cannot size the budgets; vLLM stays strict
-    return DefaultTruncation(
-        TRUNCATE_SPLIT if split else TRUNCATE_PAIR, max_len, len(settings.rerank_instruction or "")
-    )
+    return TruncationPolicy(TruncationMode.SPLIT if split else TruncationMode.PAIR, max_model_len, instruction_chars)
 
 
 def _request_instruction(body: Mapping[str, Any]) -> str:
@@ -59,7 +46,7 @@ def _request_instruction(body: Mapping[str, Any]) -> str:
     return str(body.get("instruction") or nested or "")
 
 
-def apply_default_truncation(path: str, body: Any, truncation: DefaultTruncation | None) -> Any:
+def apply_default_truncation(path: str, body: Any, truncation: TruncationPolicy | None) -> Any:
     """The request body to send to vLLM: `body` with our truncation fields added when it chose none.
 
     Pure: returns a new dict (or `body` itself when nothing changes). `path` is the request path without
@@ -69,7 +56,7 @@ def apply_default_truncation(path: str, body: Any, truncation: DefaultTruncation
         return body
     if any(body.get(name) is not None for name in REQUEST_FIELDS):
         return body
-    if truncation.mode == TRUNCATE_PAIR:
+    if truncation.mode is TruncationMode.PAIR:
         return {**body, "truncate_prompt_tokens": -1}
     max_len = truncation.max_model_len or 0
     query_budget = max_len // 4

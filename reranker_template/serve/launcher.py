@@ -12,7 +12,6 @@ Why a launcher between supervisord and vLLM:
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from typing import IO, Any
 
 from reranker_template.errors import ModelUnavailable
 from reranker_template.paths import Paths, default_paths
+from reranker_template.plan.contract import Plan, read_plan
 from reranker_template.serve.download import check_local_model, fetch_hub_model
 from reranker_template.serve.provisioning import wait_for_provisioning
 from reranker_template.serve.status import Phase, QualityState, VllmStatus, read_status, write_status
@@ -85,14 +85,14 @@ def health_ok(url: str, timeout: float) -> bool:
 
 
 class Launcher:
-    def __init__(self, settings: Settings, paths: Paths, plan: dict) -> None:
+    def __init__(self, settings: Settings, paths: Paths, plan: Plan) -> None:
         self.settings = settings
         self.paths = paths
         self.plan = plan
         self.status = read_status(paths.vllm_status_file) or VllmStatus()
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
-        self.health_url = f"http://127.0.0.1:{plan['vllm_port']}/health"
+        self.health_url = f"http://127.0.0.1:{plan.vllm_port}/health"
 
     def report(self, phase: Phase, reason: str | None = None, **changes: Any) -> None:
         self.status = self.status.moved_to(phase, reason, **changes)
@@ -105,7 +105,7 @@ class Launcher:
     def give_up(self, reason: str, *, final: bool) -> int:
         failures = MAX_LOAD_FAILURES if final else self.status.load_failures + 1
         self.report(Phase.FAILED, reason, load_failures=failures)
-        log(f"vLLM cannot serve {self.plan['model']}: {reason}")
+        log(f"vLLM cannot serve {self.plan.model}: {reason}")
         if failures >= MAX_LOAD_FAILURES:
             log("not retrying: fix the cause (see above), then restart the stack or `supervisorctl restart vllm`")
         return 1
@@ -148,13 +148,11 @@ class Launcher:
             return 0 if self.stopping.is_set() else 1
 
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-        env.update(self.plan.get("vllm_env", {}))
+        env.update(self.plan.vllm_env)
         env.update(extra_env)
         self.report(Phase.STARTING, quality_check=QualityState.PENDING, quality_detail=None)
-        log("starting vLLM: " + " ".join(self.plan["vllm_command"]))
-        self.child = subprocess.Popen(
-            self.plan["vllm_command"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        log("starting vLLM: " + " ".join(self.plan.vllm_command))
+        self.child = subprocess.Popen(self.plan.vllm_command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.child.stdout is not None
         pump = OutputPump(self.child.stdout, self.paths.log_file("vllm"))
         pump.start()
@@ -162,7 +160,7 @@ class Launcher:
         became_ready = self.wait_until_ready()
         if became_ready:
             self.report(Phase.READY, load_failures=0)
-            log("vLLM is ready on 127.0.0.1:%s" % self.plan["vllm_port"])
+            log(f"vLLM is ready on 127.0.0.1:{self.plan.vllm_port}")
             self.after_ready()
             self.watch()
         code = self.child.wait()
@@ -262,7 +260,7 @@ def _pids_in_group(pgid: int) -> list[int]:
 def main(load: Callable[[], Settings] = load_settings) -> int:
     settings = load()
     paths = default_paths()
-    plan = json.loads(paths.plan_file.read_text())
+    plan = read_plan(paths.plan_file)
     launcher = Launcher(settings, paths, plan)
     signal.signal(signal.SIGTERM, launcher.stop)
     signal.signal(signal.SIGINT, launcher.stop)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reranker_template.plan.contract import Plan
 from reranker_template.serve.status import QualityState
 from reranker_template.settings import Settings
 
@@ -94,12 +95,15 @@ def score_triples(base_url: str, model: str, timeout: float = 30.0) -> dict[int,
     return scores
 
 
-def likely_cause(plan: Mapping[str, Any]) -> str:
+def _scores_yes_no(plan: Plan) -> bool:
+    """vLLM is told to score a causal LM's yes/no tokens (Qwen3-Reranker's method, via --hf-overrides)."""
+    return any("is_original_qwen3_reranker" in part or "classifier_from_token" in part for part in plan.vllm_command)
+
+
+def likely_cause(plan: Plan) -> str:
     """The most probable reason for a failed check, from the plan that started vLLM (one sentence)."""
-    argv = [str(a) for a in plan.get("vllm_command") or ()]
-    preset = plan.get("preset")
-    templated = "--chat-template" in argv or any(a.startswith("--chat-template=") for a in argv)
-    if any("is_original_qwen3_reranker" in a or "classifier_from_token" in a for a in argv) and not templated:
+    preset = plan.preset
+    if _scores_yes_no(plan) and not plan.score_template:
         return (
             "the score template is missing: this model scores yes/no in its authors' prompt format, and vLLM "
             "without --chat-template scores the bare text. Remove --hf-overrides from VLLM_ARGS (or RERANKER_PRESET=none) "
@@ -118,12 +122,12 @@ def likely_cause(plan: Mapping[str, Any]) -> str:
     )
 
 
-def run_quality_check(settings: Settings, plan: Mapping[str, Any]) -> QualityOutcome:
+def run_quality_check(settings: Settings, plan: Plan) -> QualityOutcome:
     if not settings.quality_check:
         return QualityOutcome(QualityState.SKIPPED, "QUALITY_CHECK=false")
-    base_url = f"http://127.0.0.1:{plan['vllm_port']}"
+    base_url = f"http://127.0.0.1:{plan.vllm_port}"
     try:
-        outcome = judge(score_triples(base_url, plan["served_model_name"]))
+        outcome = judge(score_triples(base_url, plan.served_model_name))
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         return QualityOutcome(QualityState.SKIPPED, f"could not score the known-answer pairs: {exc}")
     if outcome.state is QualityState.FAILED:

@@ -9,7 +9,6 @@ process of the stack still alive, so nothing is ever left behind.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import stat
@@ -24,7 +23,8 @@ from reranker_template.errors import ConfigError, ModelUnavailable
 from reranker_template.facts.machine import detect_hardware, find_runtime
 from reranker_template.facts.model import inspect_model
 from reranker_template.paths import Paths, container_paths, local_paths
-from reranker_template.plan.build import Plan, make_plan
+from reranker_template.plan.build import make_plan
+from reranker_template.plan.contract import Plan, write_plan
 from reranker_template.serve.download import check_local_model
 from reranker_template.serve.provisioning import mark_pending
 from reranker_template.serve.sshd import prepare as prepare_sshd
@@ -77,7 +77,7 @@ def write_runtime_files(spec: StackSpec) -> Path:
     """plan.json, a fresh status file, supervisord.conf. Returns the config's path."""
     paths = spec.paths
     paths.create()
-    paths.plan_file.write_text(json.dumps(spec.plan.to_dict(), indent=2))
+    write_plan(paths.plan_file, spec.plan)
     write_status(paths.vllm_status_file, VllmStatus().moved_to(Phase.STARTING))
     # Before supervisord starts, so the launcher cannot look for the marker before the script runs.
     mark_pending(spec.settings, paths.provisioning_marker_dir)
