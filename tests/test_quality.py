@@ -6,6 +6,8 @@ the tiny Qwen3-Reranker both ways.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from support.stack_runner import RunningStack, free_port
 
