@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from reranker_template.errors import ConfigError, PlanError
 
-EXIT_USAGE = 2
 
 DESCRIPTION = """\
 Serve a reranker with vLLM behind an authenticated gateway, and work with the endpoint.
@@ -69,12 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, PlanError) as exc:
+    except RerankerTemplateError as exc:
         print(f"reranker: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
+        return exit_code_for(exc)
+    except KeyboardInterrupt as exc:
         print("reranker: interrupted", file=sys.stderr)
-        return 130
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":
