@@ -10,8 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from reranker_template.errors import ConfigError, PlanError
-
+from reranker_template.errors import EXIT_USAGE, RerankerTemplateError, exit_code_for
 
 DESCRIPTION = """\
 Serve a reranker with vLLM behind an authenticated gateway, and work with the endpoint.
