@@ -40,8 +40,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub \
     && mkdir -p /run/sshd
 
-# The repository goes to /opt/reranker; the editable install keeps supervisor/ and provisioning/
-# beside the package, where it finds its supervisord templates (/opt/reranker/supervisor).
+# The repository goes to /opt/reranker (provisioning/ examples stay beside the package); the supervisord
+# templates ship inside the package (reranker_template/serve/conf/), so any install finds them.
 COPY . /opt/reranker
 
 # Everything the base image already has is pinned as a constraint, so installing our package

@@ -1,6 +1,9 @@
 # Two commands do all set-up on a fresh Linux machine (Python 3.11+):
 #   make run    create .venv, install everything, run the whole stack in the foreground
-#   make test   create .venv, install everything, run every test (including real vLLM servers)
+#   make test   create .venv, install everything, lint and type-check, run every test (including real vLLM servers)
+# While you work:
+#   make lint       ruff (style, imports) and mypy --strict on the package
+#   make test-fast  the tests that start no process, server or container (under a minute)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,13 +15,21 @@ TORCH := torch==2.13.0+cpu
 VASTAI_DEPS := aiodns argcomplete 'borb>=2.1.25,<2.2.0' 'cryptography==49.0.0' curlify 'psutil>=7,<8' \
 	'pycares==4.11.0' 'pycryptodome>=3.20,<4' 'pyparsing>=3.1,<4' python-dateutil xdg 'anyio>=4.4,<5'
 
-.PHONY: run test venv lint browser sshd clean
+.PHONY: run test test-fast venv lint browser sshd clean
 
 run: $(STAMP)
 	$(BIN)/reranker serve
 
-test: $(STAMP) browser sshd
+test: lint browser sshd
 	$(BIN)/python -m pytest -ra
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check reranker_template tests scripts
+	$(BIN)/ruff format --check reranker_template tests scripts
+	$(BIN)/mypy
 
 venv: $(STAMP)
 
@@ -47,4 +58,4 @@ sshd:
 		echo "note: openssh-server is not installed and we are not root; the real-sshd tests will be skipped"
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
