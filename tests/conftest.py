@@ -1,4 +1,8 @@
-"""Shared fixtures. Real vLLM servers are expensive (about a minute each on 2 cores): share them."""
+"""Shared fixtures and markers. Real vLLM servers are expensive (about a minute each on 2 cores): share them.
+
+Markers: `slow` is on every test that starts a process, a server or a container (`make test-fast` runs
+`-m "not slow"`); `vllm` (starts a real vLLM) implies `slow`, so a module marks only `vllm`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ from pathlib import Path
 
 import pytest
 from support.stack_runner import RunningStack, minilm_dir, start_stack
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts vLLM is slow, whether or not it says so."""
+    for item in items:
+        if item.get_closest_marker("vllm") is not None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -167,7 +167,8 @@ def test_ports_agree() -> None:
     gateway, vllm, ssh = config.DEFAULT_GATEWAY_PORT, config.DEFAULT_VLLM_PORT, config.DEFAULT_SSH_PORT
     exposed = {int(p.split("/")[0]) for args in instructions("EXPOSE") for p in args.split()}
     assert exposed == {gateway, vllm, ssh}, (
-        f"EXPOSE {sorted(exposed)}: expected the gateway {gateway}, our sshd's {ssh} and vLLM's {vllm} (documented loopback-only)"
+        f"EXPOSE {sorted(exposed)}: expected the gateway {gateway}, our sshd's {ssh} "
+        f"and vLLM's {vllm} (documented loopback-only)"
     )
     ports, env = template_docker_options()
     assert f"{gateway}:{gateway}" in ports, f"template.json must publish the gateway: -p {gateway}:{gateway}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
 from support.lint_tools import REPO, tool, tool_env
 
 
+@pytest.mark.slow  # runs a linter as a process
 def test_hadolint_is_clean() -> None:
     result = subprocess.run(
         [tool("hadolint"), "--no-color", "--failure-threshold", "info", "Dockerfile"],
@@ -36,6 +38,7 @@ def test_every_ignored_rule_says_why() -> None:
     assert not config.exists() or "#" in config.read_text(), ".hadolint.yaml ignores rules without a comment saying why"
 
 
+@pytest.mark.slow  # runs a linter as a process
 def test_provisioning_examples_pass_shellcheck() -> None:
     scripts = sorted(str(p) for p in (REPO / "provisioning").glob("*.sh"))
     assert scripts, "provisioning/ has no example scripts"
@@ -43,6 +46,7 @@ def test_provisioning_examples_pass_shellcheck() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # runs a linter as a process
 def test_hadolint_really_checks() -> None:
     """A clean result means something: the same call rejects a Dockerfile with well-known mistakes."""
     bad = "FROM ubuntu\nRUN apt-get install curl\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import itertools
 import os
 import socket
 import stat
@@ -25,6 +26,9 @@ from support.gateway_upstream import start_gateway
 from support.stack_runner import RERANKER, RunningStack, minilm_dir, processes_with_env, stack_env
 
 from reranker_template.gateway import auth
+
+# Every test starts something: `reranker plan`, a gateway process, or uses the shared vLLM stack.
+pytestmark = pytest.mark.slow
 
 LISTEN = "0A"
 
@@ -107,7 +111,7 @@ def test_stack_listens_only_on_loopback(minilm_stack: RunningStack) -> None:
 def local_ipv4_addresses() -> set[str]:
     """This machine's own IPv4 addresses, from the kernel's routing table (no tool needed)."""
     lines = Path("/proc/net/fib_trie").read_text().splitlines()
-    return {previous.split()[-1] for previous, line in zip(lines, lines[1:]) if "/32 host LOCAL" in line}
+    return {previous.split()[-1] for previous, line in itertools.pairwise(lines) if "/32 host LOCAL" in line}
 
 
 @pytest.mark.vllm
@@ -144,10 +148,11 @@ def present_token_every_way(stack: RunningStack) -> None:
     requests.get(f"{url}/no/such/route?token={token}", timeout=30)
     requests.get(f"{url}/v1/models?token=wrong-{token}", timeout=30)
     port = int(stack.env["GATEWAY_PORT"])
+    cookie_name = next(iter(cookie))
     for raw in (
         f"GET /v1/models?token={token}&x=\xff HTTP/1.1\r\nHost: x\r\n\r\n".encode("latin-1"),
         f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}{' ' * 9000}x\r\n\r\n".encode(),
-        f"GET /v1/models HTTP/1.1\r\nHost: x\r\nCookie: {next(iter(cookie))}={token}; pad={'p' * 9000}\r\n\r\n".encode(),
+        f"GET /v1/models HTTP/1.1\r\nHost: x\r\nCookie: {cookie_name}={token}; pad={'p' * 9000}\r\n\r\n".encode(),
     ):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(raw)

@@ -10,6 +10,7 @@ A model that cannot load (FATAL with its reason, no restart loop) is covered in 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -192,10 +193,8 @@ def test_hung_vllm_is_killed_by_the_watchdog_and_restarted(stack: RunningStack) 
         )
         killed_in = time.monotonic() - stopped_at
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already killed by the watchdog
             os.kill(victim, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
     assert killed_in < WATCHDOG_TIMEOUT + 15
     assert "has not answered /health" in stack.log_text()
     # supervisord starts a new launcher, which starts a new vLLM. (That such a restart reaches /health 200

@@ -70,6 +70,7 @@ def call(gw: GatewayProcess, route: str, how: str) -> requests.Response:
     return requests.request(method, url, timeout=10, allow_redirects=False, **kwargs, **body)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", PROXIED_ROUTES + OWN_ROUTES)
 @pytest.mark.parametrize("how", ["none", "wrong", "bearer", "query", "cookie", "basic"])
 def test_auth_matrix(gateway: GatewayProcess, route: str, how: str) -> None:
@@ -93,6 +94,7 @@ def test_auth_matrix(gateway: GatewayProcess, route: str, how: str) -> None:
         assert TOKEN not in str(seen["headers"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ["/health", "/ping"])
 def test_health_and_ping_need_no_token(gateway: GatewayProcess, route: str) -> None:
     response = requests.get(gateway.url + route, timeout=5)
@@ -100,12 +102,14 @@ def test_health_and_ping_need_no_token(gateway: GatewayProcess, route: str) -> N
     assert response.json()["status"] == "ready"
 
 
+@pytest.mark.slow
 def test_every_configured_token_is_accepted(gateway: GatewayProcess) -> None:
     for token in (TOKEN, OTHER, "another"):
         response = requests.get(gateway.url + "/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert response.status_code == 200, token
 
 
+@pytest.mark.slow
 def test_basic_auth_forms(gateway: GatewayProcess) -> None:
     url = gateway.url + "/v1/models"
     assert requests.get(url, auth=("", TOKEN), timeout=5).status_code == 200  # curl -u :TOKEN
@@ -116,6 +120,7 @@ def test_basic_auth_forms(gateway: GatewayProcess) -> None:
     assert response.status_code == 401 and response.json()["error"]["code"] == 401
 
 
+@pytest.mark.slow
 def test_browser_without_token_gets_a_token_page(gateway: GatewayProcess) -> None:
     response = requests.get(gateway.url + "/", headers={"Accept": "text/html,*/*"}, timeout=5)
     assert response.status_code == 401
@@ -126,6 +131,7 @@ def test_browser_without_token_gets_a_token_page(gateway: GatewayProcess) -> Non
     assert wrong.status_code == 401 and "not valid" in wrong.text
 
 
+@pytest.mark.slow
 def test_cookie_flow_for_a_browser_navigation(gateway: GatewayProcess) -> None:
     session = requests.Session()
     nav = {"Accept": "text/html,application/xhtml+xml", "Sec-Fetch-Mode": "navigate"}
@@ -145,6 +151,7 @@ def test_cookie_flow_for_a_browser_navigation(gateway: GatewayProcess) -> None:
     assert name not in seen["headers"].get("Cookie", "")
 
 
+@pytest.mark.slow
 def test_program_using_query_token_is_served_directly(gateway: GatewayProcess) -> None:
     response = requests.get(f"{gateway.url}/v1/models?a=1&token={TOKEN}&b=2", timeout=5, allow_redirects=False)
     assert response.status_code == 200
@@ -152,6 +159,7 @@ def test_program_using_query_token_is_served_directly(gateway: GatewayProcess) -
     assert "Set-Cookie" not in response.headers or "reranker_auth" not in response.headers["Set-Cookie"]
 
 
+@pytest.mark.slow
 def test_other_cookies_and_headers_pass_through(gateway: GatewayProcess) -> None:
     name = auth.cookie_name({"CONTAINER_ID": "4242"}, gateway.port)
     response = requests.get(
@@ -166,6 +174,7 @@ def test_other_cookies_and_headers_pass_through(gateway: GatewayProcess) -> None
     assert response.headers["X-Upstream"] == "fake"  # upstream response headers come back too
 
 
+@pytest.mark.slow
 def test_cookie_authenticated_cross_site_post_is_refused(gateway: GatewayProcess) -> None:
     cookies = cookie_jar(gateway, TOKEN)
     body = {"model": "m", "query": "q", "documents": ["a"]}
@@ -195,6 +204,7 @@ def test_cookie_authenticated_cross_site_post_is_refused(gateway: GatewayProcess
     assert bearer.status_code == 200
 
 
+@pytest.mark.slow
 def test_tokens_never_reach_the_log(gateway: GatewayProcess) -> None:
     requests.get(f"{gateway.url}/v1/models?token={TOKEN}", timeout=5)
     requests.get(f"{gateway.url}/v1/models?token=wrong-guess", timeout=5)

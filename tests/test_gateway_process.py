@@ -38,6 +38,7 @@ def write_status(gw: GatewayProcess, **fields: object) -> None:
     status.write_status(gw.state_dir / "vllm-status.json", VllmStatus.from_json({"updated": time.time(), **fields}))
 
 
+@pytest.mark.slow
 def test_loading_then_ready_then_down(gateway: GatewayProcess) -> None:
     # vLLM not started yet: /health and every proxied route answer 503 JSON with Retry-After.
     response = gateway.health()
@@ -67,6 +68,7 @@ def test_loading_then_ready_then_down(gateway: GatewayProcess) -> None:
     assert gateway.health().json()["status"] == "down"
 
 
+@pytest.mark.slow
 def test_health_turns_503_soon_after_vllm_dies_without_traffic(gateway: GatewayProcess) -> None:
     upstream = FakeUpstream(gateway.vllm_port).start()
     gateway.wait_status("ready")
@@ -76,6 +78,7 @@ def test_health_turns_503_soon_after_vllm_dies_without_traffic(gateway: GatewayP
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.slow
 def test_failed_phase_is_reported_with_its_reason(gateway: GatewayProcess) -> None:
     write_status(gateway, phase="failed", reason="CUDA out of memory", quality_check="pending")
     body = gateway.wait_status("failed")
@@ -84,6 +87,7 @@ def test_failed_phase_is_reported_with_its_reason(gateway: GatewayProcess) -> No
     assert response.status_code == 503 and "CUDA out of memory" in response.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_body_limit_malformed_json_and_streaming(gateway: GatewayProcess) -> None:
     upstream = FakeUpstream(gateway.vllm_port).start()
     try:
@@ -115,6 +119,7 @@ def test_body_limit_malformed_json_and_streaming(gateway: GatewayProcess) -> Non
         upstream.stop()
 
 
+@pytest.mark.slow
 def test_metrics_have_gateway_and_vllm_series(gateway: GatewayProcess) -> None:
     upstream = FakeUpstream(gateway.vllm_port).start()
     try:
@@ -131,6 +136,7 @@ def test_metrics_have_gateway_and_vllm_series(gateway: GatewayProcess) -> None:
     assert "vllm:num_requests_running 0" in text  # vLLM's own metrics follow ours
 
 
+@pytest.mark.slow
 def test_generated_token_url_in_log_and_reranker_token(tmp_path: Path) -> None:
     gw = start_gateway(tmp_path)
     try:
@@ -166,6 +172,7 @@ def test_generated_token_url_in_log_and_reranker_token(tmp_path: Path) -> None:
         again.stop()
 
 
+@pytest.mark.slow
 def test_reranker_token_without_any_token_says_what_to_do(tmp_path: Path) -> None:
     env = {
         k: v
@@ -196,6 +203,7 @@ def test_reranker_token_without_any_token_says_what_to_do(tmp_path: Path) -> Non
     assert result.stdout.strip() == "http://203.0.113.7:41234/?token=chosen"
 
 
+@pytest.mark.slow
 def test_https_with_a_generated_certificate(tmp_path: Path) -> None:
     gw = start_gateway(tmp_path, {"API_KEYS": TOKEN, "ENABLE_HTTPS": "true"})
     try:
@@ -216,6 +224,7 @@ def test_https_with_a_generated_certificate(tmp_path: Path) -> None:
         gw.stop()
 
 
+@pytest.mark.slow
 def test_https_with_given_certificate_files(tmp_path: Path) -> None:
     from reranker_template.gateway.tls import generate_self_signed
 
@@ -230,6 +239,7 @@ def test_https_with_given_certificate_files(tmp_path: Path) -> None:
         gw.stop()
 
 
+@pytest.mark.slow
 def test_auth_off_warns_loudly_and_serves_without_token(tmp_path: Path) -> None:
     gw = start_gateway(tmp_path, {"ENABLE_AUTH": "false"})
     upstream = FakeUpstream(gw.vllm_port).start()
@@ -246,6 +256,7 @@ def test_auth_off_warns_loudly_and_serves_without_token(tmp_path: Path) -> None:
         gw.stop()
 
 
+@pytest.mark.slow
 def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

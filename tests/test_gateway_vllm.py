@@ -80,7 +80,8 @@ def test_seed_python_requests_score_example(minilm_stack: RunningStack) -> None:
     response = requests.post(f"{minilm_stack.gateway_url}/score", json=request, headers=headers, timeout=60)
     assert response.status_code == 200
     scores = sorted(
-        ((doc, item["score"]) for doc, item in zip(documents, response.json()["data"])), key=lambda x: -x[1]
+        ((doc, item["score"]) for doc, item in zip(documents, response.json()["data"], strict=True)),
+        key=lambda x: -x[1],
     )
     assert scores[0][0].startswith("Deep learning") and scores[1][0].startswith("Deep learning")
 

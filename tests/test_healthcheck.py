@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support.loopback import LoopbackServer, Reply, free_port
 
 from reranker_template.gateway.tls import generate_self_signed
 from reranker_template.serve.healthcheck import check
 
+pytestmark = pytest.mark.slow  # loopback servers and the HEALTHCHECK command as a process
 
-def _serve(status: int, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            code = status if self.path == "/health" else 404
-            body = b'{"status": "ok"}' if code == 200 else b'{"status": "loading"}'
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return httpd
+def _serve(status: int, tls: ssl.SSLContext | None = None) -> LoopbackServer:
+    """A gateway's /health as the HEALTHCHECK sees it: `status` with a JSON body; 404 elsewhere."""
+    body = {"status": "ok"} if status == 200 else {"status": "loading"}
+    return LoopbackServer(tls=tls).answer("/health", Reply.json(body, status=status)).start()
 
 
 @pytest.fixture
@@ -44,16 +30,9 @@ def servers(tmp_path: Path) -> Iterator[dict[str, int]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     running = {"http_ready": _serve(200), "http_loading": _serve(503), "https_ready": _serve(200, context)}
-    yield {name: httpd.server_port for name, httpd in running.items()}
-    for httpd in running.values():
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    yield {name: server.port for name, server in running.items()}
+    for server in running.values():
+        server.stop()
 
 
 def test_ready_gateway_is_healthy(servers: dict[str, int]) -> None:
@@ -74,7 +53,7 @@ def test_self_signed_https_gateway_is_healthy(servers: dict[str, int], enable_ht
 
 
 def test_nothing_listening_is_unhealthy() -> None:
-    healthy, detail = check({"GATEWAY_PORT": str(_free_port())}, timeout=2)
+    healthy, detail = check({"GATEWAY_PORT": str(free_port())}, timeout=2)
     assert not healthy and "no answer" in detail
 
 

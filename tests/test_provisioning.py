@@ -6,14 +6,15 @@ import argparse
 import hashlib
 import io
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support.loopback import LoopbackServer, Reply, Request
 
 from reranker_template.cli import provision as cli_provision
 from reranker_template.paths import Paths
@@ -30,42 +31,33 @@ from reranker_template.serve.provisioning import (
 )
 from reranker_template.settings import load_settings
 
+pytestmark = pytest.mark.slow  # provisioning scripts run as processes, fetched from a loopback server
+
 FAST = Download(retries=3, backoff_seconds=0.01, connect_timeout=2.0, read_timeout=10.0)
 
 
 class ScriptServer:
-    """Serves scripts by path; `fail_first[path] = n` answers 503 to the first n requests."""
+    """Serves scripts by request target (path and query); `fail_first[target] = n` answers 503 to the first n
+    requests for it. `requests` lists the targets asked for, in order."""
 
     def __init__(self) -> None:
         self.scripts: dict[str, bytes] = {}
         self.fail_first: dict[str, int] = {}
-        self.requests: list[str] = []
-        server = self
+        self.http = LoopbackServer(self.answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                server.requests.append(self.path)
-                if server.fail_first.get(self.path, 0) > 0:
-                    server.fail_first[self.path] -= 1
-                    self.send_response(503)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = server.scripts.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                body = body if body is not None else b"not found"
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    @property
+    def requests(self) -> list[str]:
+        return [request.target for request in self.http.requests]
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    def answer(self, request: Request) -> Reply:
+        if self.fail_first.get(request.target, 0) > 0:
+            self.fail_first[request.target] -= 1
+            return Reply(503)
+        body = self.scripts.get(request.target)
+        return Reply(body=body) if body is not None else Reply(404, b"not found")
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
+        return self.http.url + path
 
     def add(self, path: str, text: str) -> str:
         self.scripts[path] = text.encode()
@@ -75,10 +67,8 @@ class ScriptServer:
 @pytest.fixture
 def server() -> Iterator[ScriptServer]:
     s = ScriptServer()
-    s.thread.start()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    with s.http:
+        yield s
 
 
 @pytest.fixture
@@ -295,8 +285,6 @@ def test_launcher_waits_while_the_script_runs(server: ScriptServer, paths: Paths
 
 
 def test_a_dead_provisioner_does_not_block_the_launcher(paths: Paths) -> None:
-    import subprocess
-
     gone = subprocess.Popen(["true"])
     gone.wait()
     (paths.state_dir / RUNNING_MARKER).write_text(f'{{"pid": {gone.pid}}}')

@@ -8,18 +8,16 @@ standing in for vLLM, `-R` refused.
 
 from __future__ import annotations
 
-import http.server
 import os
 import socket
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.stack_runner import free_port
+from support.loopback import LoopbackServer, Reply, free_port
 
 from reranker_template.errors import ConfigError
 from reranker_template.paths import Paths
@@ -35,6 +33,7 @@ needs_sshd = pytest.mark.skipif(
     SSHD is None or os.geteuid() != 0,
     reason="needs Debian's openssh-server and root (`make sshd` installs it)",
 )
+# Settings and rendering run in the fast loop; a test that runs ssh-keygen, sshd or ssh is marked slow.
 
 
 def paths_in(tmp_path: Path, container: bool = False) -> Paths:
@@ -60,7 +59,13 @@ def test_a_bad_key_is_one_clear_line_and_a_private_key_is_never_echoed():
     with pytest.raises(ConfigError) as bad:
         load_settings({"SSH_PUBLIC_KEY": "AAAAC3NzaC1lZDI1NTE5AAAAIOmK2F0w1h6bEm3Qm0cYx4YyS1o7g3m1nZbq5k1cQZ6Z"})
     assert "SSH_PUBLIC_KEY" in str(bad.value) and "id_ed25519.pub" in str(bad.value) and "\n" not in str(bad.value)
-    private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----"
+    private = "\n".join(
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
+            "-----END OPENSSH PRIVATE KEY-----",
+        )
+    )
     with pytest.raises(ConfigError) as leaked:
         load_settings({"SSH_PUBLIC_KEY": private})
     assert "PUBLIC key" in str(leaked.value) and "b3BlbnNzaC1rZXkt" not in str(leaked.value)
@@ -139,6 +144,7 @@ def test_prepare_without_a_key_starts_no_sshd(tmp_path):
     assert lines and "SSH_PUBLIC_KEY" in lines[0]
 
 
+@pytest.mark.slow
 @needs_sshd
 def test_prepare_writes_private_files_and_keeps_host_keys_across_restarts(tmp_path):
     settings = load_settings({"SSH_PUBLIC_KEY": ED25519})
@@ -164,29 +170,12 @@ def test_prepare_writes_private_files_and_keeps_host_keys_across_restarts(tmp_pa
 # --------------------------------------------------------------------------------------------- a real sshd
 
 
-class Vllm(http.server.BaseHTTPRequestHandler):
-    """Stands in for vLLM on a loopback port."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = b'{"status": "vllm stand-in"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def vllm_stand_in() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Vllm)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    """A loopback server standing in for vLLM: its port."""
+    with LoopbackServer() as server:
+        server.answer("/health", Reply.json({"status": "vllm stand-in"}))
+        yield server.port
 
 
 class RunningSshd:
@@ -206,11 +195,10 @@ class RunningSshd:
         host_key = self.files.host_key("ed25519").with_suffix(".pub").read_text().split()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_key[0]} {host_key[1]}\n")
         self.log = tmp_path / "sshd.log"
-        self.process = subprocess.Popen(
-            [str(program.binary), "-D", "-e", "-f", str(program.config)],
-            stdout=open(self.log, "wb"),
-            stderr=subprocess.STDOUT,
-        )
+        with self.log.open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [str(program.binary), "-D", "-e", "-f", str(program.config)], stdout=log, stderr=subprocess.STDOUT
+            )
         self.wait_listening()
 
     def wait_listening(self, timeout: float = 15.0) -> None:
@@ -280,6 +268,7 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0
             time.sleep(0.05)
 
 
+@pytest.mark.slow
 @needs_sshd
 def test_key_login_works_and_other_keys_and_passwords_are_refused(running_sshd, tmp_path):
     ok = running_sshd.run("echo", "logged-in-as", "$(id -u)")
@@ -298,6 +287,7 @@ def test_key_login_works_and_other_keys_and_passwords_are_refused(running_sshd, 
     assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr
 
 
+@pytest.mark.slow
 @needs_sshd
 def test_local_forward_reaches_the_loopback_server(running_sshd, vllm_stand_in):
     import urllib.request
@@ -318,6 +308,7 @@ def test_local_forward_reaches_the_loopback_server(running_sshd, vllm_stand_in):
         tunnel.wait(timeout=10)
 
 
+@pytest.mark.slow
 @needs_sshd
 def test_remote_forward_is_refused(running_sshd, vllm_stand_in):
     remote = free_port()
@@ -330,6 +321,7 @@ def test_remote_forward_is_refused(running_sshd, vllm_stand_in):
         socket.create_connection(("127.0.0.1", remote), timeout=1).close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_key", [True, False])
 def test_the_stack_runs_sshd_only_with_a_key(tmp_path, with_key):
     """`reranker serve`/`boot` write supervisord.conf with the sshd program exactly when a key is set."""

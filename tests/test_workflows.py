@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from support.lint_tools import REPO, tool, tool_env
+
+pytestmark = pytest.mark.slow  # actionlint runs as a process
 
 
 def test_actionlint_is_clean() -> None:

@@ -6,56 +6,39 @@ Only what `huggingface_hub.snapshot_download` asks for: the repository's file li
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
+
+from support.loopback import LoopbackServer, Reply, Request
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 class LoopbackHub:
-    """An HTTP server on 127.0.0.1 that answers GET/HEAD through `route(path)` and records every request."""
+    """A loopback server that answers every request through `route(path)` (query ignored) and records each
+    one as "METHOD target" in `requests`. Subclasses say what the hub holds."""
 
     def __init__(self) -> None:
-        self.requests: list[str] = []
-        hub = self
+        self.server = LoopbackServer(self._answer)
+        self.url = self.server.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
+    @property
+    def requests(self) -> list[str]:
+        return [f"{r.method} {r.target}" for r in self.server.requests]
 
-            def do_HEAD(self) -> None:
-                self.answer(with_body=False)
-
-            def do_GET(self) -> None:
-                self.answer(with_body=True)
-
-            def answer(self, with_body: bool) -> None:
-                hub.requests.append(f"{self.command} {self.path}")
-                status, headers, body = hub.route(self.path.split("?", 1)[0])
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if with_body:
-                    self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def _answer(self, request: Request) -> Reply:
+        status, headers, body = self.route(request.path)
+        return Reply(status, body, headers)
 
     def route(self, path: str) -> tuple[int, dict[str, str], bytes]:
         raise NotImplementedError
 
     def __enter__(self) -> LoopbackHub:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 class FakeHub(LoopbackHub):

@@ -7,8 +7,6 @@ gateway forwards; it can be started late (loading -> ready) and stopped (ready -
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -19,86 +17,60 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import requests
-from aiohttp import web
+
+from support.loopback import LoopbackServer, Reply, Request, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+METRICS = "# HELP vllm:num_requests_running fake\nvllm:num_requests_running 0\n"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _streamed(size: int) -> list[bytes]:
+    return [b"x" * min(65536, size - start) for start in range(0, size, 65536)]
 
 
-async def _echo(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
+def vllm_echo(request: Request) -> Reply:
+    """vLLM as far as the gateway tests need it: /health, /metrics, a rerank answer, a streamed body of
+    unknown length (/big?size=N), and for every other route what the gateway forwarded."""
     if request.path == "/health":
-        return web.Response(status=200)
+        return Reply()
     if request.path == "/metrics":
-        return web.Response(text="# HELP vllm:num_requests_running fake\nvllm:num_requests_running 0\n")
-    if request.path == "/big":  # a streamed response of unknown length
-        size = int(request.query.get("size", "3000000"))
-        response = web.StreamResponse()
-        response.content_type = "application/octet-stream"
-        await response.prepare(request)
-        for start in range(0, size, 65536):
-            await response.write(b"x" * min(65536, size - start))
-        await response.write_eof()
-        return response
-    if request.path == "/v1/rerank" and body:
-        data = json.loads(body)
+        return Reply.text(METRICS)
+    if request.path == "/big":
+        size = int(parse_qs(request.query).get("size", ["3000000"])[0])
+        return Reply(headers={"Content-Type": "application/octet-stream"}, chunks=_streamed(size))
+    if request.path == "/v1/rerank" and request.body:
+        data = request.json()
         docs = data.get("documents", [])
         results = [{"index": i, "document": {"text": d}, "relevance_score": 1.0 / (i + 1)} for i, d in enumerate(docs)]
-        return web.json_response({"id": "rerank-fake", "model": data.get("model"), "results": results})
-    return web.json_response(
-        {
-            "method": request.method,
-            "path": request.raw_path.split("?")[0],
-            "query": request.rel_url.raw_query_string,
-            "headers": {k: v for k, v in request.headers.items()},
-            "body_bytes": len(body),
-        },
-        headers={"X-Upstream": "fake", "Set-Cookie": "upstream=1; Path=/"},
-    )
+        return Reply.json({"id": "rerank-fake", "model": data.get("model"), "results": results})
+    seen = {
+        "method": request.method,
+        "path": request.path,
+        "query": request.query,
+        "headers": dict(request.headers),
+        "body_bytes": len(request.body),
+    }
+    return Reply.json(seen, headers={"X-Upstream": "fake", "Set-Cookie": "upstream=1; Path=/"})
 
 
-@dataclass
 class FakeUpstream:
-    """An aiohttp server on 127.0.0.1:port in a thread of its own."""
+    """`vllm_echo` on 127.0.0.1:port (the gateway's VLLM_PORT), from `start()` until `stop()`."""
 
-    port: int
-    _thread: threading.Thread | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: LoopbackServer | None = None
 
     def start(self) -> FakeUpstream:
-        ready = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            app = web.Application(client_max_size=1024**3)
-            app.router.add_route("*", "/{tail:.*}", _echo)
-            self._runner = web.AppRunner(app, access_log=None)
-            self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
-            self._loop.run_until_complete(site.start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        assert ready.wait(10), "fake upstream did not start"
+        self.server = LoopbackServer(vllm_echo, port=self.port).start()
         return self
 
     def stop(self) -> None:
-        if self._loop and self._thread:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._thread = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 @dataclass

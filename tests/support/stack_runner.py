@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from support.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RERANKER = str(Path(sys.executable).parent / "reranker")
 TEST_TOKEN = "test-token-0123456789abcdef"
 START_TIMEOUT = float(os.environ.get("RERANKER_TEST_START_TIMEOUT", "420"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def minilm_dir() -> Path:
@@ -46,7 +42,9 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
         return exc.code, exc.read()
 
 
-def http_post_json(url: str, body: object, token: str | None = TEST_TOKEN, timeout: float = 60.0) -> tuple[int, dict]:
+def http_post_json(
+    url: str, body: object, token: str | None = TEST_TOKEN, timeout: float = 60.0
+) -> tuple[int, dict[str, Any]]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

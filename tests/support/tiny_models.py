@@ -98,9 +98,10 @@ def make_bert_cross_encoder(directory: Path, seed: int = 0) -> Path:
 
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
 QWEN_TEMPLATE_TEXT = (
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. "
-    'Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n<Instruct>: Given a web search query, '
-    "retrieve relevant passages that answer the query\n<Query>: \n<Document>: <|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n<Instruct>: '
+    "Given a web search query, retrieve relevant passages that answer the query\n<Query>: \n<Document>: "
+    "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 )
 
 
