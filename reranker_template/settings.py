@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,11 +26,33 @@ DEFAULT_VLLM_PORT = 18000
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_SSH_PORT = 22
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+E = TypeVar("E", bound=StrEnum)
 
-PARALLEL_MODES = ("auto", "tp", "dp")
-PROVISIONING_FAILURE_POLICIES = ("continue", "stop")
+
+class ParallelMode(StrEnum):
+    """PARALLEL_MODE: how several GPUs are used (plan/layout.py states the rule)."""
+
+    AUTO = "auto"  # data parallel when the model fits one GPU, tensor parallel only when it must
+    TP = "tp"  # tensor parallelism over all visible GPUs, one engine
+    DP = "dp"  # one engine per GPU
+
+
+class ProvisioningFailure(StrEnum):
+    """PROVISIONING_FAILURE: whether vLLM still starts after PROVISIONING_SCRIPT failed."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+def is_true(raw: str | None) -> bool:
+    """Is this setting true? 1/true/yes/on, any case, spaces ignored; anything else (or unset) is false.
+
+    For variables read leniently (HF_HUB_OFFLINE, set by others); our own booleans go through `parse_bool`,
+    which also refuses a value that is neither true nor false.
+    """
+    return raw is not None and raw.strip().lower() in _TRUE
 
 
 @dataclass(frozen=True)
@@ -40,7 +63,7 @@ class Settings:
     served_model_name: str = DEFAULT_MODEL
     vllm_args: tuple[str, ...] = ()
     use_all_gpus: bool = True
-    parallel_mode: str = "auto"
+    parallel_mode: ParallelMode = ParallelMode.AUTO
     gateway_host: str = "0.0.0.0"
     gateway_port: int = DEFAULT_GATEWAY_PORT
     vllm_port: int = DEFAULT_VLLM_PORT
@@ -58,14 +81,13 @@ class Settings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # Vast's PROVISIONING_SCRIPT convention.
     provisioning_script: str | None = None
-    provisioning_failure: str = "continue"
+    provisioning_failure: ProvisioningFailure = ProvisioningFailure.CONTINUE
     provisioning_sha256: str | None = None
     provisioning_timeout: float = 1800.0
     # Seconds vLLM may fail to answer /health, once it was up, before the launcher restarts it.
     watchdog_timeout: float = 60.0
     # Hugging Face pass-through (HF_TOKEN is a secret too).
     hf_token: str | None = field(default=None, repr=False)
-    hf_home: str | None = None
     # Vast sets GPU_COUNT; we use it only when nvidia-smi cannot be asked.
     gpu_count_hint: int | None = None
     # The image's own sshd (Vast's entrypoint mode starts none): only with at least one public key.
@@ -83,10 +105,9 @@ def is_local_path(model: str) -> bool:
 
 
 def parse_bool(variable: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
+    if is_true(raw):
         return True
-    if value in _FALSE:
+    if raw.strip().lower() in _FALSE:
         return False
     raise ConfigError(variable, raw, "true or false (also 1/0, yes/no, on/off)")
 
@@ -159,8 +180,9 @@ def _parsed(env: Mapping[str, str], name: str, parse: Callable[[str, str], T], d
     return default if raw is None else parse(name, raw)
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
-    return lambda name, raw: parse_choice(name, raw, choices)
+def _choice(kind: type[E]) -> Callable[[str, str], E]:
+    """A parser for one of a StrEnum's values (the message lists them in declaration order)."""
+    return lambda name, raw: kind(parse_choice(name, raw, tuple(kind)))
 
 
 def parse_sha256(variable: str, raw: str) -> str:
@@ -211,7 +233,8 @@ def parse_ssh_keys(variable: str, raw: str, strict: bool = True) -> tuple[str, .
             raise ConfigError(
                 variable,
                 shown,
-                "OpenSSH public keys, one per line, like 'ssh-ed25519 AAAA... you@laptop' (the contents of ~/.ssh/id_ed25519.pub)",
+                "OpenSSH public keys, one per line, like 'ssh-ed25519 AAAA... you@laptop' "
+                "(the contents of ~/.ssh/id_ed25519.pub)",
             )
     return tuple(keys)
 
@@ -234,7 +257,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         served_model_name=(_get(env, "SERVED_MODEL_NAME") or model).strip(),
         vllm_args=parse_vllm_args(env.get("VLLM_ARGS", "")),
         use_all_gpus=_parsed(env, "USE_ALL_GPUS", parse_bool, True),
-        parallel_mode=_parsed(env, "PARALLEL_MODE", _choice(PARALLEL_MODES), "auto"),
+        parallel_mode=_parsed(env, "PARALLEL_MODE", _choice(ParallelMode), ParallelMode.AUTO),
         gateway_host=(_get(env, "GATEWAY_HOST") or "0.0.0.0").strip(),
         gateway_port=gateway_port,
         vllm_port=vllm_port,
@@ -249,12 +272,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tls_key_file=_get(env, "TLS_KEY_FILE"),
         max_request_bytes=_parsed(env, "MAX_REQUEST_BYTES", parse_positive_int, DEFAULT_MAX_REQUEST_BYTES),
         provisioning_script=_get(env, "PROVISIONING_SCRIPT"),
-        provisioning_failure=_parsed(env, "PROVISIONING_FAILURE", _choice(PROVISIONING_FAILURE_POLICIES), "continue"),
+        provisioning_failure=_parsed(
+            env, "PROVISIONING_FAILURE", _choice(ProvisioningFailure), ProvisioningFailure.CONTINUE
+        ),
         provisioning_sha256=_parsed(env, "PROVISIONING_SHA256", parse_sha256, None),
         provisioning_timeout=_parsed(env, "PROVISIONING_TIMEOUT", parse_positive_float, 1800.0),
         watchdog_timeout=_parsed(env, "WATCHDOG_TIMEOUT", parse_positive_float, 60.0),
         hf_token=_get(env, "HF_TOKEN"),
-        hf_home=_get(env, "HF_HOME"),
         gpu_count_hint=_parsed(env, "GPU_COUNT", parse_gpu_count, None),
         ssh_public_keys=tuple(
             dict.fromkeys(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from reranker_template.errors import ConfigError
-from reranker_template.settings import DEFAULT_MODEL, load_settings
+from reranker_template.settings import (
+    DEFAULT_MODEL,
+    ParallelMode,
+    ProvisioningFailure,
+    is_true,
+    load_settings,
+)
 
 
 def test_defaults() -> None:
@@ -36,6 +42,36 @@ def test_vllm_args_are_shell_split() -> None:
 )
 def test_booleans(raw: str, expected: bool) -> None:
     assert load_settings({"USE_ALL_GPUS": raw}).use_all_gpus is expected
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("Yes", True),
+        (" ON ", True),
+        ("0", False),
+        ("", False),
+        ("maybe", False),
+        (None, False),
+    ],
+)
+def test_is_true_is_the_one_reading_of_a_setting_as_true(raw: str | None, expected: bool) -> None:
+    assert is_true(raw) is expected
+    if raw is not None and raw.strip():  # a strict setting agrees wherever it accepts the value
+        try:
+            assert load_settings({"TRUNCATE": raw}).truncate is expected
+        except ConfigError:
+            assert not expected
+
+
+def test_choices_are_enums_and_their_message_lists_them() -> None:
+    settings = load_settings({"PARALLEL_MODE": "DP", "PROVISIONING_FAILURE": "stop"})
+    assert settings.parallel_mode is ParallelMode.DP and settings.provisioning_failure is ProvisioningFailure.STOP
+    defaults = load_settings({})
+    assert (defaults.parallel_mode, defaults.provisioning_failure) == (ParallelMode.AUTO, ProvisioningFailure.CONTINUE)
+    assert f"PARALLEL_MODE={settings.parallel_mode}" == "PARALLEL_MODE=dp"  # messages show the value
 
 
 def test_empty_values_mean_default() -> None:

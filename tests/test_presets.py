@@ -1,23 +1,36 @@
 """Model presets: `reranker plan` gives each model family the flags its authors document, and says why.
 
-No vLLM and no network: hub models come from a Hugging Face cache built in tmp from tests/fixtures/models
-(real configs, sparse weights; the parallel tests' helpers), other families from config.json files written
-here as their checkpoints ship them. Nothing is downloaded.
+Table-driven on facts: hub models as the offline Hugging Face cache describes them (support.nvidia's
+`cached_models`, from tests/fixtures/models), other families from config.json files written here as their
+checkpoints ship them; settings + facts -> plan with `make_plan`, in milliseconds. Two cases run end to end
+through `reranker plan` on a `Box`. No vLLM and no network: nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_parallel import Box, options
+from support.nvidia import Box, cached_models, plan_on
 from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from reranker_template import cli
+from reranker_template.errors import PlanError
+from reranker_template.facts.model import ModelInfo, ModelSource, inspect_local
 from reranker_template.plan.contract import Plan, TruncationMode, TruncationPolicy
-from reranker_template.plan.presets import PRESETS, QWEN3_DEFAULT_INSTRUCTION, qwen3_template, template_path
+from reranker_template.plan.presets import (
+    PRESETS,
+    QWEN3_DEFAULT_INSTRUCTION,
+    PresetKind,
+    match_preset,
+    qwen3_template,
+    template_path,
+)
 from reranker_template.plan.truncation import apply_default_truncation
+from reranker_template.plan.user_args import UserArgs
+from reranker_template.settings import load_settings
 
 QWEN_OVERRIDES = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -25,8 +38,16 @@ QWEN_OVERRIDES = {
     "is_original_qwen3_reranker": True,
 }
 # Qwen's published prompt format (Qwen3-Reranker model card), the reference for our template.
-QWEN_PREFIX = '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+QWEN_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
 QWEN_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelInfo]:
+    return cached_models(tmp_path_factory.mktemp("hf") / "hub")
 
 
 @pytest.fixture
@@ -34,10 +55,20 @@ def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     return Box(tmp_path, monkeypatch, capsys)
 
 
+def flags(plan: Plan) -> UserArgs:
+    """The vLLM command, read the way vLLM reads it."""
+    return UserArgs(plan.vllm_command)
+
+
 def write_model(
-    base: Path, name: str, config: dict, tokenizer_config: dict | None = None, sentence_bert: dict | None = None
-) -> str:
-    """A local model directory with the metadata files its checkpoint ships (no weights needed to plan)."""
+    base: Path,
+    name: str,
+    config: dict[str, Any],
+    tokenizer_config: dict[str, Any] | None = None,
+    sentence_bert: dict[str, Any] | None = None,
+) -> ModelInfo:
+    """A local model directory with the metadata files its checkpoint ships (no weights needed to plan),
+    and the facts `inspect_local` reads from it."""
     directory = base / name
     directory.mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps(config))
@@ -45,60 +76,72 @@ def write_model(
         (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     if sentence_bert is not None:
         (directory / "sentence_bert_config.json").write_text(json.dumps(sentence_bert))
-    return str(directory)
+    return inspect_local(str(directory))
 
 
 def render(template: str, query: str, document: str, **kwargs: str) -> str:
     """Render a score template the way vLLM does (transformers' Jinja environment, query/document roles)."""
-    return _compile_jinja_template(template).render(
+    rendered: str = _compile_jinja_template(template).render(
         messages=[{"role": "query", "content": query}, {"role": "document", "content": document}], **kwargs
     )
+    return rendered
 
 
-# --- the three models the issue names, from the (fake, offline) Hugging Face cache -------------------------
+# --- the models the project names, as the Hugging Face cache describes them ---------------------------------
+
+# model -> (preset, expected flags: value, None for a flag without one; options that must be absent)
+NAMED: dict[str, tuple[str, dict[str, str | None], tuple[str, ...]]] = {
+    "4B": (
+        "qwen3-reranker",
+        {
+            "--runner": "pooling",
+            "--chat-template": template_path("qwen3_reranker.jinja"),
+            "--max-model-len": "8192",  # 40960 supported, capped
+            "--enable-prefix-caching": None,
+        },
+        ("--max-num-batched-tokens",),
+    ),
+    "bge": (
+        "bge-reranker",
+        # 8194 positions less RoBERTa's offset of 2; the tokenizer says 8192. Encoder-only: one batch holds a pair.
+        {"--max-model-len": "8192", "--max-num-batched-tokens": "8192"},
+        ("--runner", "--hf-overrides", "--chat-template", "--enable-prefix-caching", "--trust-remote-code"),
+    ),
+    "jina": (
+        "jina-reranker-m0",
+        {"--runner": "pooling", "--max-model-len": "8192"},
+        # native: no overrides or template; the document comes first in its prompt: no shared prefix to cache
+        ("--hf-overrides", "--chat-template", "--enable-prefix-caching"),
+    ),
+}
 
 
-def test_qwen3_reranker_4b_gets_overrides_template_and_capped_length(box: Box) -> None:
+@pytest.mark.parametrize("model", sorted(NAMED))
+def test_named_models_get_their_familys_flags(models: dict[str, ModelInfo], model: str) -> None:
+    preset, expected, absent = NAMED[model]
+    plan = plan_on(None, models[model])
+    command = flags(plan)
+    assert plan.preset == preset
+    for option, value in expected.items():
+        assert command.has(option) and command.value(option) == value, option
+    for option in absent:
+        assert not command.has(option), option
+    if model == "4B":
+        assert json.loads(command.value("--hf-overrides") or "") == QWEN_OVERRIDES
+        assert any(r.startswith("preset: qwen3-reranker") and "Qwen3ForCausalLM" in r for r in plan.reasons)
+    if model == "jina":
+        assert any("CC-BY-NC-4.0" in r for r in plan.reasons)
+
+
+def test_qwen3_reranker_4b_end_to_end(box: Box) -> None:
+    """Through `reranker plan --json` and the text output: the preset, its flags and why."""
     assert box.model("4B") == "Qwen/Qwen3-Reranker-4B"
-    plan = box.plan()
-    flags = options(plan)
-    assert plan["preset"] == "qwen3-reranker"
-    assert flags["--runner"] == "pooling"
-    assert json.loads(flags["--hf-overrides"]) == QWEN_OVERRIDES
-    assert (
-        flags["--chat-template"] == template_path("qwen3_reranker.jinja") and Path(flags["--chat-template"]).is_file()
-    )
-    assert flags["--max-model-len"] == "8192"  # 40960 supported, capped
-    assert "--enable-prefix-caching" in flags
-    assert "--max-num-batched-tokens" not in flags
-    assert any(r.startswith("preset: qwen3-reranker") and "Qwen3ForCausalLM" in r for r in plan["reasons"])
-
-
-def test_bge_reranker_v2_m3_gets_nothing_but_lengths(box: Box) -> None:
-    box.model("bge")
-    plan = box.plan()
-    flags = options(plan)
-    assert plan["preset"] == "bge-reranker"
-    for absent in ("--runner", "--hf-overrides", "--chat-template", "--enable-prefix-caching", "--trust-remote-code"):
-        assert absent not in flags
-    assert flags["--max-model-len"] == "8192"  # 8194 positions less RoBERTa's offset of 2; the tokenizer says 8192
-    assert int(flags["--max-num-batched-tokens"]) >= 8192  # encoder-only: one batch holds a whole pair
-
-
-def test_jina_reranker_m0_is_native_and_its_license_is_named(box: Box) -> None:
-    box.model("jina")
-    plan = box.plan()
-    flags = options(plan)
-    assert plan["preset"] == "jina-reranker-m0"
-    assert flags["--runner"] == "pooling"
-    assert "--hf-overrides" not in flags and "--chat-template" not in flags
-    assert flags["--max-model-len"] == "8192"
-    assert "--enable-prefix-caching" not in flags  # the document comes first in its prompt: no shared prefix
-    assert any("CC-BY-NC-4.0" in r for r in plan["reasons"])
-
-
-def test_plan_text_output_shows_preset_and_reasons(box: Box) -> None:
-    box.model("4B")
+    plan = Plan.from_json(box.plan())
+    command = flags(plan)
+    assert plan.preset == "qwen3-reranker"
+    assert json.loads(command.value("--hf-overrides") or "") == QWEN_OVERRIDES
+    assert Path(command.value("--chat-template") or "").is_file()
+    assert plan.truncation == TruncationPolicy(TruncationMode.SPLIT, 8192)  # recorded for the gateway
     box.capsys.readouterr()
     assert cli.main(["plan"]) == 0
     out = box.capsys.readouterr().out
@@ -108,68 +151,78 @@ def test_plan_text_output_shows_preset_and_reasons(box: Box) -> None:
     assert "truncation: on" in out
 
 
-def test_unknown_qwen3_reranker_offline_still_gets_its_preset_and_a_cap(box: Box) -> None:
-    box.env(MODEL_NAME="Qwen/Qwen3-Reranker-8B")  # not in the cache, offline: no config.json at all
-    plan = box.plan()
-    flags = options(plan)
-    assert plan["preset"] == "qwen3-reranker"
-    assert json.loads(flags["--hf-overrides"]) == QWEN_OVERRIDES
-    assert flags["--max-model-len"] == "8192"  # the family's 40960 context, capped
+def test_unknown_qwen3_reranker_offline_still_gets_its_preset_and_a_cap() -> None:
+    unknown = ModelInfo(name="Qwen/Qwen3-Reranker-8B", source=ModelSource.UNKNOWN, note="not in the cache")
+    plan = plan_on(None, unknown)  # no config.json at all
+    assert plan.preset == "qwen3-reranker"
+    assert json.loads(flags(plan).value("--hf-overrides") or "") == QWEN_OVERRIDES
+    assert flags(plan).value("--max-model-len") == "8192"  # the family's 40960 context, capped
 
 
 # --- choosing and overriding presets ----------------------------------------------------------------------
 
 
-def test_reranker_preset_none_applies_no_family_flags(box: Box) -> None:
-    box.model("4B")
-    box.env(RERANKER_PRESET="none")
-    plan = box.plan()
-    flags = options(plan)
-    assert plan["preset"] is None
-    assert "--hf-overrides" not in flags and "--chat-template" not in flags and "--runner" not in flags
-    assert flags["--max-model-len"] == "8192"  # lengths still follow the model
-    assert any("RERANKER_PRESET=none" in r for r in plan["reasons"])
+def test_reranker_preset_none_applies_no_family_flags(models: dict[str, ModelInfo]) -> None:
+    plan = plan_on(None, models["4B"], RERANKER_PRESET="none")
+    command = flags(plan)
+    assert plan.preset is None
+    assert not command.has("--hf-overrides", "--chat-template", "--runner")
+    assert command.value("--max-model-len") == "8192"  # lengths still follow the model
+    assert any("RERANKER_PRESET=none" in r for r in plan.reasons)
 
 
-def test_reranker_preset_forces_one(box: Box) -> None:
-    model = write_model(
-        box.tmp,
-        "my-finetune",
-        {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960},
-    )
-    box.env(MODEL_NAME=model)
-    assert box.plan()["preset"] is None  # a Qwen3 causal LM by another name could be a chat model
-    box.env(RERANKER_PRESET="qwen3-reranker")
-    plan = box.plan()
-    assert plan["preset"] == "qwen3-reranker"
-    assert json.loads(options(plan)["--hf-overrides"]) == QWEN_OVERRIDES
-    assert any("forced by RERANKER_PRESET" in r for r in plan["reasons"])
+def test_reranker_preset_forces_one(tmp_path: Path) -> None:
+    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960}
+    model = write_model(tmp_path, "my-finetune", config)
+    assert plan_on(None, model).preset is None  # a Qwen3 causal LM by another name could be a chat model
+    plan = plan_on(None, model, RERANKER_PRESET="qwen3-reranker")
+    assert plan.preset == "qwen3-reranker"
+    assert json.loads(flags(plan).value("--hf-overrides") or "") == QWEN_OVERRIDES
+    assert any("forced by RERANKER_PRESET" in r for r in plan.reasons)
 
 
-def test_unknown_preset_name_is_one_line_listing_the_choices(box: Box) -> None:
-    box.model("bge")
-    box.env(RERANKER_PRESET="qwen4")
-    message = box.plan_error()
+def test_unknown_preset_name_is_one_line_listing_the_choices(models: dict[str, ModelInfo]) -> None:
+    with pytest.raises(PlanError) as caught:
+        plan_on(None, models["bge"], RERANKER_PRESET="qwen4")
+    message = str(caught.value)
     assert "RERANKER_PRESET='qwen4'" in message and "qwen3-reranker" in message and "none" in message
+    assert "\n" not in message
 
 
-def test_user_vllm_args_win_in_any_spelling(box: Box) -> None:
-    box.model("4B")
-    box.env(VLLM_ARGS="--max_model_len=32768 --chat-template /my/template.jinja --runner=pooling")
-    plan = box.plan()
-    argv = plan["vllm_command"]
+def test_user_vllm_args_win_in_any_spelling(models: dict[str, ModelInfo]) -> None:
+    args = "--max_model_len=32768 --chat-template /my/template.jinja --runner=pooling"
+    plan = plan_on(None, models["4B"], VLLM_ARGS=args)
+    argv = plan.vllm_command
     assert argv.count("--chat-template") == 1 and argv[argv.index("--chat-template") + 1] == "/my/template.jinja"
     assert "--max-model-len" not in argv and "--max_model_len=32768" in argv
     assert "--runner" not in argv  # theirs, as --runner=pooling
     assert "--hf-overrides" in argv  # what they did not set still comes from the preset
-    assert any("--max-model-len: VLLM_ARGS sets it" in r for r in plan["reasons"])
+    assert any("--max-model-len: VLLM_ARGS sets it" in r for r in plan.reasons)
+    assert plan.max_model_len == 32768  # the plan records the length vLLM will use: theirs
 
 
-def test_encoder_batch_budget_follows_a_user_max_model_len(box: Box) -> None:
-    box.model("bge")
-    box.env(VLLM_ARGS="--max-model-len 16384")  # more than our budget floor
-    flags = options(box.plan())
-    assert flags["--max-num-batched-tokens"] == "16384"
+def test_encoder_batch_budget_follows_a_user_max_model_len(models: dict[str, ModelInfo]) -> None:
+    plan = plan_on(None, models["bge"], VLLM_ARGS="--max-model-len 16384")  # more than our budget floor
+    assert flags(plan).value("--max-num-batched-tokens") == "16384"
+
+
+def test_a_model_of_unknown_length_is_left_to_vllm() -> None:
+    unknown = ModelInfo(name="someone/reranker", source=ModelSource.UNKNOWN)
+    plan = plan_on(None, unknown)
+    assert not flags(plan).has("--max-model-len") and plan.max_model_len is None
+    assert any("length limit is unknown" in r for r in plan.reasons)
+
+
+def test_an_embedding_model_without_its_sentence_bert_config_keeps_vllms_length() -> None:
+    hub_embedding = ModelInfo(
+        name="BAAI/bge-small-en-v1.5",
+        source=ModelSource.HUB,
+        config={"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512},
+    )
+    plan = plan_on(None, hub_embedding)
+    assert plan.preset == "embedding"
+    assert not flags(plan).has("--max-model-len")
+    assert any("sentence_bert_config.json may set a lower limit" in r for r in plan.reasons)
 
 
 # --- every family, recognised from config.json as its checkpoint ships ----------------------------------
@@ -251,55 +304,65 @@ FAMILIES = [
     ("name", "config", "tokenizer", "sentence_bert", "preset", "expected"), FAMILIES, ids=[f[0] for f in FAMILIES]
 )
 def test_family_flags_from_a_local_directory(
-    box: Box, name: str, config: dict, tokenizer: dict, sentence_bert: dict | None, preset: str, expected: dict
+    tmp_path: Path,
+    name: str,
+    config: dict[str, Any],
+    tokenizer: dict[str, Any],
+    sentence_bert: dict[str, Any] | None,
+    preset: str,
+    expected: dict[str, str | None],
 ) -> None:
-    box.env(MODEL_NAME=write_model(box.tmp / "models", name, config, tokenizer, sentence_bert))
-    plan = box.plan()
-    flags = options(plan)
-    assert plan["preset"] == preset
+    plan = plan_on(None, write_model(tmp_path, name, config, tokenizer, sentence_bert))
+    command = flags(plan)
+    assert plan.preset == preset
     for option, value in expected.items():
-        assert option in flags and flags[option] == value, (option, flags)
-    hf = json.loads(flags.get("--hf-overrides") or "{}")
-    if preset == "mxbai-rerank-v2":
-        assert hf == {
-            "architectures": ["Qwen2ForSequenceClassification"],
-            "classifier_from_token": ["0", "1"],
-            "method": "from_2_way_softmax",
-        }
-    if preset == "bge-reranker-v2-gemma":
-        assert hf == {
-            "architectures": ["GemmaForSequenceClassification"],
-            "classifier_from_token": ["Yes"],
-            "method": "no_post_processing",
-        }
-    if preset == "gte-multilingual-reranker":
-        assert hf == {"architectures": ["GteNewForSequenceClassification"]}
-    if preset in ("qwen3-reranker-seq-cls", "bge-reranker", "cross-encoder", "embedding"):
-        assert hf == {}  # vLLM detects these itself
+        assert command.has(option) and command.value(option) == value, (option, command.options())
+    hf = json.loads(command.value("--hf-overrides") or "{}")
+    assert hf == HF_OVERRIDES.get(preset, {})  # the others vLLM detects itself
 
 
-def test_a_seq_cls_conversion_under_an_original_name_follows_its_config(box: Box) -> None:
-    box.env(
-        MODEL_NAME=write_model(
-            box.tmp,
-            "Qwen3-Reranker-4B",
-            {
-                "architectures": ["Qwen3ForSequenceClassification"],
-                "model_type": "qwen3",
-                "max_position_embeddings": 40960,
-            },
-        )
-    )
-    plan = box.plan()
-    assert plan["preset"] == "qwen3-reranker-seq-cls"
-    assert "--hf-overrides" not in options(plan)  # already converted: overrides would load it wrongly
+HF_OVERRIDES = {
+    "mxbai-rerank-v2": {
+        "architectures": ["Qwen2ForSequenceClassification"],
+        "classifier_from_token": ["0", "1"],
+        "method": "from_2_way_softmax",
+    },
+    "bge-reranker-v2-gemma": {
+        "architectures": ["GemmaForSequenceClassification"],
+        "classifier_from_token": ["Yes"],
+        "method": "no_post_processing",
+    },
+    "gte-multilingual-reranker": {"architectures": ["GteNewForSequenceClassification"]},
+}
+
+
+def test_a_seq_cls_conversion_under_an_original_name_follows_its_config(tmp_path: Path) -> None:
+    config = {
+        "architectures": ["Qwen3ForSequenceClassification"],
+        "model_type": "qwen3",
+        "max_position_embeddings": 40960,
+    }
+    plan = plan_on(None, write_model(tmp_path, "Qwen3-Reranker-4B", config))
+    assert plan.preset == "qwen3-reranker-seq-cls"
+    assert not flags(plan).has("--hf-overrides")  # already converted: overrides would load it wrongly
+
+
+def test_a_local_directory_is_matched_by_its_own_name_not_the_path_above_it(tmp_path: Path) -> None:
+    """A directory called bge-reranker-base inside /models/qwen3-reranker/ is a bge reranker."""
+    config = {"architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta"}
+    model = write_model(tmp_path / "qwen3-reranker", "bge-reranker-base", config)
+    preset, how = match_preset(load_settings({"MODEL_NAME": model.name}), model)
+    assert preset is not None and preset.name == "bge-reranker" and "bge-reranker" in how
 
 
 def test_every_preset_template_is_shipped_and_names_are_unique() -> None:
     assert len({p.name for p in PRESETS}) == len(PRESETS)
     for preset in PRESETS:
+        assert isinstance(preset.kind, PresetKind) and isinstance(preset.truncation, TruncationMode)
         if preset.template:
             assert Path(template_path(preset.template)).is_file(), preset.template
+        if preset.template or preset.name == "jina-reranker-m0":
+            assert preset.truncation is TruncationMode.SPLIT  # a composed prompt is cut before it is composed
 
 
 # --- the Qwen3-Reranker template ----------------------------------------------------------------------------
@@ -317,43 +380,34 @@ def test_our_qwen3_template_renders_qwens_published_format_exactly() -> None:
     assert custom == QWEN_PREFIX + "<Instruct>: Find code\n<Query>: q\n<Document>: d" + QWEN_SUFFIX
 
 
-def test_rerank_instruction_is_rendered_into_the_template_vllm_gets(box: Box) -> None:
-    box.model("0.6B")
+def test_rerank_instruction_is_rendered_into_the_template_vllm_gets(models: dict[str, ModelInfo]) -> None:
     instruction = 'Given a "legal" question\\ find the {{ statute }} that applies: ünïcode'
-    box.env(RERANK_INSTRUCTION=instruction)
-    plan = box.plan()
-    value = options(plan)["--chat-template"]
+    plan = plan_on(None, models["0.6B"], RERANK_INSTRUCTION=instruction)
+    value = flags(plan).value("--chat-template") or ""
     assert value == qwen3_template(instruction)
-    assert not Path(template_path("qwen3_reranker.jinja")).read_text() == value
+    assert Path(template_path("qwen3_reranker.jinja")).read_text() != value
     assert (
         render(value, "q", "d") == QWEN_PREFIX + f"<Instruct>: {instruction}\n<Query>: q\n<Document>: d" + QWEN_SUFFIX
     )
     assert render(value, "q", "d", instruction="per request").startswith(QWEN_PREFIX + "<Instruct>: per request\n")
-    assert any("RERANK_INSTRUCTION" in r for r in plan["reasons"])
+    assert any("RERANK_INSTRUCTION" in r for r in plan.reasons)
+    assert plan.truncation is not None and plan.truncation.instruction_chars == len(instruction)
 
 
-# --- default truncation (the gateway applies it to request bodies) ----------------------------------------
+# --- default truncation (decided in the plan, applied by the gateway to request bodies) --------------------
 
 
-def _truncation_for(box: Box, model: str, **env: str) -> TruncationPolicy | None:
-    """The policy `reranker plan --json` records in the plan (the gateway reads it from plan.json)."""
-    box.model(model)
-    box.env(**env)
-    plan = Plan.from_json(box.plan())
-    return plan.truncation
-
-
-def test_cross_encoders_and_embeddings_are_cut_to_the_model_limit(box: Box) -> None:
-    policy = _truncation_for(box, "bge")
-    assert policy is not None and policy.mode == "pair"
+def test_cross_encoders_and_embeddings_are_cut_to_the_model_limit(models: dict[str, ModelInfo]) -> None:
+    policy = plan_on(None, models["bge"]).truncation
+    assert policy == TruncationPolicy(TruncationMode.PAIR, 8192)
     body = {"model": "m", "query": "q", "documents": ["a", "b"]}
     assert apply_default_truncation("/v1/rerank", body, policy) == {**body, "truncate_prompt_tokens": -1}
     assert body == {"model": "m", "query": "q", "documents": ["a", "b"]}  # the caller's dict is not changed
 
 
-def test_template_models_get_query_and_document_budgets_that_fit(box: Box) -> None:
-    policy = _truncation_for(box, "4B", RERANK_INSTRUCTION="x" * 100)
-    assert policy is not None and policy.mode == "split" and policy.max_model_len == 8192
+def test_template_models_get_query_and_document_budgets_that_fit(models: dict[str, ModelInfo]) -> None:
+    policy = plan_on(None, models["4B"], RERANK_INSTRUCTION="x" * 100).truncation
+    assert policy == TruncationPolicy(TruncationMode.SPLIT, 8192, instruction_chars=100)
     out = apply_default_truncation("/v1/score", {"text_1": "q", "text_2": ["d"]}, policy)
     assert out["max_tokens_per_query"] == 2048
     assert out["max_tokens_per_query"] + out["max_tokens_per_doc"] + 256 + 100 == 8192
@@ -383,11 +437,13 @@ def test_other_routes_and_odd_bodies_pass_through() -> None:
     assert apply_default_truncation("/v1/rerank", {"query": "q"}, None) == {"query": "q"}
 
 
-def test_truncate_false_restores_strict_behaviour(box: Box) -> None:
-    assert _truncation_for(box, "bge", TRUNCATE="false") is None
-    assert any("TRUNCATE=false" in r for r in box.plan()["reasons"])
+def test_truncate_false_restores_strict_behaviour(models: dict[str, ModelInfo]) -> None:
+    plan = plan_on(None, models["bge"], TRUNCATE="false")
+    assert plan.truncation is None
+    assert any("TRUNCATE=false" in r for r in plan.reasons)
 
 
-def test_a_user_chat_template_switches_to_budgets(box: Box) -> None:
-    policy = _truncation_for(box, "bge", VLLM_ARGS="--chat-template /x.jinja")
-    assert policy is not None and policy.mode == "split" and policy.max_model_len == 8192
+def test_a_user_chat_template_switches_to_budgets(models: dict[str, ModelInfo]) -> None:
+    plan = plan_on(None, models["bge"], VLLM_ARGS="--chat-template /x.jinja")
+    assert plan.score_template is True
+    assert plan.truncation == TruncationPolicy(TruncationMode.SPLIT, 8192)

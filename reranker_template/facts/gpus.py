@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 QUERY = "index,name,memory.total,compute_cap,uuid"
 
@@ -25,6 +26,14 @@ QUERY = "index,name,memory.total,compute_cap,uuid"
 # NVIDIA disables P2P on GeForce cards in the driver, and T4/L4 sit on PCIe without NVLink, where
 # cloud hosts often lack P2P support in the chipset or hypervisor. Matched case-insensitively in the name.
 NO_P2P_NAME_PATTERNS = ("geforce", "rtx", "titan", "t4", "l4", "a2", "a10g", "unknown")
+
+
+class GpuSource(StrEnum):
+    """Where the GPU inventory came from (shown by `reranker plan`)."""
+
+    NVIDIA_SMI = "nvidia-smi"  # the full facts: name, memory, compute capability, P2P links
+    GPU_COUNT = "GPU_COUNT"  # Vast's count only, when nvidia-smi cannot be asked
+    NONE = "none"  # no GPU: CPU mode
 
 
 @dataclass(frozen=True)
@@ -161,7 +170,8 @@ def p2p_between(gpus: Iterable[Gpu]) -> tuple[bool, str]:
             if re.search(rf"(^|[^a-z0-9]){re.escape(pattern)}($|[^a-z0-9])", lowered):
                 return (
                     False,
-                    f"{g.name} is a card without reliable P2P (consumer or PCIe-only) and the P2P matrix could not be read",
+                    f"{g.name} is a card without reliable P2P (consumer or PCIe-only) "
+                    "and the P2P matrix could not be read",
                 )
     return True, "no P2P matrix, and these are data-centre cards that normally have P2P"
 
@@ -194,17 +204,17 @@ def query_p2p(timeout: float = 15.0, env: Mapping[str, str] | None = None) -> st
     return _run(["topo", "-p2p", "r"], timeout, env)
 
 
-def detect_gpus(env: Mapping[str, str], gpu_count_hint: int | None = None) -> tuple[list[Gpu], str]:
-    """(visible GPUs, where the answer came from: "nvidia-smi", "GPU_COUNT" or "none")."""
+def detect_gpus(env: Mapping[str, str], gpu_count_hint: int | None = None) -> tuple[list[Gpu], GpuSource]:
+    """(visible GPUs, where the answer came from)."""
     # nvidia-smi is found and run with the environment we were given (its PATH), not the process's.
     output = query_nvidia_smi(env=env)
     if output is not None:
         gpus = filter_visible(parse_nvidia_smi(output), env)
         if len(gpus) > 1:
             gpus = attach_p2p(gpus, parse_p2p_matrix(query_p2p(env=env) or ""))
-        return gpus, "nvidia-smi"
+        return gpus, GpuSource.NVIDIA_SMI
     if gpu_count_hint:
         return [
             Gpu(index=i, name="unknown GPU", memory_mib=0, compute_capability=0.0) for i in range(gpu_count_hint)
-        ], "GPU_COUNT"
-    return [], "none"
+        ], GpuSource.GPU_COUNT
+    return [], GpuSource.NONE

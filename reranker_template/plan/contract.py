@@ -16,6 +16,7 @@ from typing import Any
 
 from reranker_template.errors import PlanError
 from reranker_template.facts.gpus import Gpu
+from reranker_template.facts.model import ModelSource
 from reranker_template.fileio import read_json_object, write_json
 
 SCHEMA_VERSION = 1
@@ -56,7 +57,7 @@ class Plan:
     reasons: tuple[str, ...]
     vllm_env: dict[str, str] = field(default_factory=dict)  # extra environment for vLLM (no secrets)
     gpus: tuple[Gpu, ...] = ()
-    model_source: str = "unknown"
+    model_source: ModelSource = ModelSource.UNKNOWN  # where the model's facts came from
     max_model_len: int | None = None  # --max-model-len in the final command (ours or the user's)
     score_template: bool = False  # the command passes a --chat-template (a score template)
     truncation: TruncationPolicy | None = None  # None: requests reach vLLM unchanged
@@ -95,7 +96,7 @@ class Plan:
                 reasons=tuple(str(reason) for reason in data["reasons"]),
                 vllm_env={str(k): str(v) for k, v in (data.get("vllm_env") or {}).items()},
                 gpus=tuple(_gpu(gpu) for gpu in data.get("gpus") or ()),
-                model_source=str(data.get("model_source") or "unknown"),
+                model_source=ModelSource(data.get("model_source") or ModelSource.UNKNOWN),
                 max_model_len=data.get("max_model_len"),
                 score_template=bool(data.get("score_template")),
                 truncation=_truncation(truncation) if truncation else None,

@@ -12,7 +12,7 @@ Why: tensor parallelism adds an all-reduce per layer, which costs small models m
 (vLLM #1873), and on GPUs without P2P it can hang; data parallel engines share nothing.
 
 Everything here is pure: the same inputs give the same layout, so `reranker plan` and the tests can
-show every decision without a GPU.
+show every decision without a GPU. The memory estimate it checks against is memory.py's.
 """
 
 from __future__ import annotations
@@ -23,106 +23,25 @@ from reranker_template.errors import PlanError
 from reranker_template.facts.gpus import Gpu, p2p_between
 from reranker_template.facts.model import ModelInfo
 from reranker_template.plan.flags import Flag
+from reranker_template.plan.memory import MemoryNeed, memory_need, tp_problem, valid_tp_sizes
 from reranker_template.plan.user_args import UserArgs
-from reranker_template.settings import Settings
+from reranker_template.settings import ParallelMode, Settings
 
-GIB = 1024**3
-# vLLM's default --gpu-memory-utilization: it never plans to use more of a GPU than this.
-GPU_MEMORY_UTILIZATION = 0.9
-# Per GPU: CUDA context, PyTorch and NCCL buffers, CUDA graphs.
-FIXED_OVERHEAD_GIB = 1.5
-# Activations of a forward pass over a batch grow with the model's width; 5% of the weights covers them.
-ACTIVATION_SHARE = 0.05
-# KV cache a decoder reranker needs to be useful: two full 8192-token query+document pairs in flight.
-KV_CACHE_TOKENS = 16384
 # Below this compute capability (Turing: T4, RTX 20xx) GPUs have no bf16.
 BF16_MIN_CAPABILITY = 8.0
+# A parallel size in VLLM_ARGS (any spelling) means the user chose the layout.
+_PARALLEL_SIZES = ("--tensor-parallel-size", "--data-parallel-size", "--pipeline-parallel-size")
 
 
 @dataclass(frozen=True)
 class Layout:
+    """The chosen parallel sizes, the GPU flags that go with them, and why."""
+
     tensor_parallel_size: int
     data_parallel_size: int
     flags: tuple[Flag, ...] = ()
     reasons: tuple[str, ...] = ()
-    gpus_used: int = 0
-    required_gib_per_gpu: float | None = None  # our estimate for the chosen layout, when the model size is known
-
-
-@dataclass(frozen=True)
-class MemoryNeed:
-    """What one copy of the model needs on GPUs, before dividing by the tensor-parallel size."""
-
-    weights_gib: float
-    kv_cache_gib: float
-    activations_gib: float
-    weight_source: str
-
-    def per_gpu_gib(self, tensor_parallel_size: int = 1) -> float:
-        """Memory a GPU must have: its share of weights, KV cache and activations, its own overhead, headroom."""
-        shared = (self.weights_gib + self.kv_cache_gib + self.activations_gib) / tensor_parallel_size
-        return (shared + FIXED_OVERHEAD_GIB) / GPU_MEMORY_UTILIZATION
-
-    def explain(self, tensor_parallel_size: int = 1) -> str:
-        split = f" split over {tensor_parallel_size} GPUs" if tensor_parallel_size > 1 else ""
-        kv = (
-            f" + {self.kv_cache_gib:.1f} GiB KV cache ({KV_CACHE_TOKENS} tokens)"
-            if self.kv_cache_gib
-            else " (encoder: no KV cache)"
-        )
-        return (
-            f"{self.per_gpu_gib(tensor_parallel_size):.1f} GiB per GPU: {self.weights_gib:.1f} GiB weights ({self.weight_source})"
-            f"{kv} + {self.activations_gib:.1f} GiB activations{split}, + {FIXED_OVERHEAD_GIB} GiB CUDA/PyTorch per GPU,"
-            f" / {GPU_MEMORY_UTILIZATION} (vLLM's memory headroom)"
-        )
-
-
-def memory_need(model: ModelInfo, kv_cache_tokens: int = KV_CACHE_TOKENS) -> MemoryNeed | None:
-    loaded = model.loaded_weight_bytes
-    if loaded is None:
-        return None
-    weights = loaded / GIB
-    source = model.weight_source or "size known"
-    if loaded != model.weight_bytes:
-        source += ", float32 checkpoint served in 16 bits"
-    return MemoryNeed(
-        weights_gib=weights,
-        kv_cache_gib=model.kv_bytes_per_token * kv_cache_tokens / GIB,
-        activations_gib=weights * ACTIVATION_SHARE,
-        weight_source=source,
-    )
-
-
-def required_gpu_memory_gib(model: ModelInfo, tensor_parallel_size: int = 1) -> float | None:
-    """GPU memory (GiB) one GPU needs to run the model (weights + working memory + headroom); None if unknown.
-
-    With `tensor_parallel_size` > 1: what each GPU of the tensor-parallel group needs.
-    """
-    need = memory_need(model)
-    return None if need is None else round(need.per_gpu_gib(tensor_parallel_size), 2)
-
-
-def tp_problem(model: ModelInfo, tp: int) -> str | None:
-    """Why vLLM cannot split this model over `tp` GPUs, or None if it can (or we cannot tell).
-
-    vLLM's rule: the attention heads must divide evenly; the KV heads must divide evenly too, or, when
-    there are fewer KV heads than GPUs, the size must be a multiple of them (each is then copied).
-    """
-    if tp <= 1:
-        return None
-    heads, kv_heads, vision = model.num_attention_heads, model.num_key_value_heads, model.vision_attention_heads
-    if heads and heads % tp:
-        return f"{tp} does not divide its {heads} attention heads"
-    if kv_heads and kv_heads != heads:
-        if (tp < kv_heads and kv_heads % tp) or (tp >= kv_heads and tp % kv_heads):
-            return f"{tp} does not divide its {kv_heads} KV heads (nor is it a multiple of them)"
-    if vision and vision % tp:
-        return f"{tp} does not divide its vision tower's {vision} attention heads"
-    return None
-
-
-def valid_tp_sizes(model: ModelInfo, limit: int) -> list[int]:
-    return [tp for tp in range(1, limit + 1) if tp_problem(model, tp) is None]
+    gpus_used: int = 0  # GPUs the layout runs on (0 in CPU mode); fewer than visible when some stay idle
 
 
 def describe_gpus(gpus: tuple[Gpu, ...]) -> str:
@@ -196,7 +115,10 @@ def _fit_reason(facts: _Facts, tp: int = 1) -> str:
             "or VLLM_ARGS=--tensor-parallel-size N)"
         )
     if facts.gpu_gib is None:
-        return f"{facts.model.name} needs about {facts.need.explain(tp)}; GPU memory unknown (no nvidia-smi): assuming it fits"
+        return (
+            f"{facts.model.name} needs about {facts.need.explain(tp)}; "
+            "GPU memory unknown (no nvidia-smi): assuming it fits"
+        )
     verdict = "fits" if facts.fits(tp) else "does not fit"
     return f"{facts.model.name} needs about {facts.need.explain(tp)}: it {verdict} {facts.gpu}"
 
@@ -206,20 +128,21 @@ def _too_big(facts: _Facts) -> str:
     assert facts.need is not None
     need = facts.need
     kv = f" + {need.kv_cache_gib:.1f} GiB KV cache" if need.kv_cache_gib else ""
-    return f"{facts.model.name} needs about {need.per_gpu_gib(1):.1f} GiB on one GPU ({need.weights_gib:.1f} GiB weights [{need.weight_source}]{kv} + working memory and headroom)"
+    return (
+        f"{facts.model.name} needs about {need.per_gpu_gib(1):.1f} GiB on one GPU "
+        f"({need.weights_gib:.1f} GiB weights [{need.weight_source}]{kv} + working memory and headroom)"
+    )
 
 
 def _user_layout(facts: _Facts, user: UserArgs) -> tuple[int, int, list[str]]:
-    sizes = {
-        name: user.int_value(name) or 1
-        for name in ("--tensor-parallel-size", "--data-parallel-size", "--pipeline-parallel-size")
-    }
+    sizes = {name: user.int_value(name) or 1 for name in _PARALLEL_SIZES}
     tp, dp, pp = sizes.values()
     given = " ".join(f"{name} {value}" for name, value in sizes.items() if user.has(name))
     if tp * dp * pp > facts.count:
         raise PlanError(
             f"VLLM_ARGS asks for {given}, which needs {tp * dp * pp} GPUs, but {facts.count} are visible "
-            f"({describe_gpus(facts.gpus)}): lower the sizes so they multiply to at most {facts.count}, or remove them and let USE_ALL_GPUS choose."
+            f"({describe_gpus(facts.gpus)}): lower the sizes so they multiply to at most {facts.count}, "
+            "or remove them and let USE_ALL_GPUS choose."
         )
     problem = tp_problem(facts.model, tp)
     if problem:
@@ -240,7 +163,10 @@ def _one_gpu(facts: _Facts, why: str) -> tuple[int, int, list[str]]:
     if facts.fits(1) is False:
         tp = facts.smallest_fitting_tp(facts.count)
         if tp:
-            fix = f"set USE_ALL_GPUS=true: tensor parallelism {tp} over {tp} of your {facts.count} GPUs fits ({facts.per_gpu(tp)} each)"
+            fix = (
+                f"set USE_ALL_GPUS=true: tensor parallelism {tp} over {tp} of your {facts.count} GPUs fits "
+                f"({facts.per_gpu(tp)} each)"
+            )
         else:
             fix = f"it needs {facts.what_would_work()}"
         raise PlanError(f"USE_ALL_GPUS=false runs one GPU, but {_too_big(facts)}, more than {facts.gpu}: {fix}.")
@@ -256,7 +182,8 @@ def _forced_dp(facts: _Facts) -> tuple[int, int, list[str]]:
             else f"it needs {facts.what_would_work()}"
         )
         raise PlanError(
-            f"PARALLEL_MODE=dp puts a whole copy of the model on each GPU, but {_too_big(facts)}, more than {facts.gpu}: {fix}."
+            f"PARALLEL_MODE=dp puts a whole copy of the model on each GPU, but {_too_big(facts)}, "
+            f"more than {facts.gpu}: {fix}."
         )
     return 1, facts.count, [f"PARALLEL_MODE=dp: one engine per GPU on all {facts.count} GPUs", _fit_reason(facts)]
 
@@ -268,7 +195,10 @@ def _forced_tp(facts: _Facts) -> tuple[int, int, list[str]]:
         valid = [t for t in valid_tp_sizes(facts.model, facts.count) if t > 1]
         if valid:
             chosen = ",".join(str(g.index) for g in facts.gpus[: valid[-1]])
-            fix = f"expose {valid[-1]} GPUs (e.g. CUDA_VISIBLE_DEVICES={chosen}) for tensor parallelism {valid[-1]}, or use PARALLEL_MODE=auto"
+            fix = (
+                f"expose {valid[-1]} GPUs (e.g. CUDA_VISIBLE_DEVICES={chosen}) for tensor parallelism {valid[-1]}, "
+                "or use PARALLEL_MODE=auto"
+            )
         else:
             fix = "use PARALLEL_MODE=auto"
         raise PlanError(f"PARALLEL_MODE=tp over all {tp} GPUs cannot work: {problem} ({facts.model.name}); {fix}.")
@@ -300,8 +230,9 @@ def _auto(facts: _Facts) -> tuple[int, int, list[str]]:
             n,
             [
                 _fit_reason(facts),
-                f"USE_ALL_GPUS=true and the model fits one GPU: data parallel, one engine per GPU on all {n} GPUs behind one "
-                "endpoint (tensor parallelism would add communication that costs small models more than it gives, vLLM #1873)",
+                f"USE_ALL_GPUS=true and the model fits one GPU: data parallel, one engine per GPU on all {n} GPUs "
+                "behind one endpoint (tensor parallelism would add communication that costs small models more than "
+                "it gives, vLLM #1873)",
             ],
         )
     tp = facts.smallest_fitting_tp(n)
@@ -336,7 +267,8 @@ def _gpu_flags(used: tuple[Gpu, ...], tp: int) -> tuple[list[Flag], list[str]]:
             Flag(
                 "--dtype",
                 "float16",
-                f"{g.short_name} (compute capability {g.compute_capability:.1f}) has no bfloat16; float16 is its fast 16-bit type",
+                f"{g.short_name} (compute capability {g.compute_capability:.1f}) has no bfloat16; "
+                "float16 is its fast 16-bit type",
             )
         )
     if tp > 1:
@@ -348,12 +280,41 @@ def _gpu_flags(used: tuple[Gpu, ...], tp: int) -> tuple[list[Flag], list[str]]:
                 Flag(
                     "--disable-custom-all-reduce",
                     None,
-                    f"tensor parallelism without GPU peer-to-peer access: {broken[0]}; vLLM's custom all-reduce can hang there",
+                    f"tensor parallelism without GPU peer-to-peer access: {broken[0]}; "
+                    "vLLM's custom all-reduce can hang there",
                 )
             )
         elif verdicts:
             reasons.append(f"custom all-reduce kept: {verdicts[0][1]}")
     return flags, reasons
+
+
+def _choose_sizes(settings: Settings, facts: _Facts, user: UserArgs) -> tuple[int, int, list[str]]:
+    """(tensor parallel, data parallel, why), by the module's rule, in its order."""
+    if user.has(*_PARALLEL_SIZES):
+        return _user_layout(facts, user)
+    if not settings.use_all_gpus:
+        ignored = (
+            f" (PARALLEL_MODE={settings.parallel_mode} has no effect with one GPU)"
+            if settings.parallel_mode is not ParallelMode.AUTO
+            else ""
+        )
+        return _one_gpu(facts, f"USE_ALL_GPUS=false: one engine on one GPU (GPU {facts.gpus[0].index}){ignored}")
+    if settings.parallel_mode is ParallelMode.DP:
+        return _forced_dp(facts)
+    if settings.parallel_mode is ParallelMode.TP:
+        return _forced_tp(facts)
+    return _auto(facts)
+
+
+def _size_flags(tp: int, dp: int) -> list[Flag]:
+    flags: list[Flag] = []
+    if tp > 1:
+        flags.append(Flag("--tensor-parallel-size", str(tp), f"the model is split over {tp} GPUs"))
+    if dp > 1:
+        engines = f"{dp} engines of {tp} GPUs each" if tp > 1 else f"{dp} engines, one per GPU"
+        flags.append(Flag("--data-parallel-size", str(dp), f"{engines}, one endpoint with internal load balancing"))
+    return flags
 
 
 def plan_layout(settings: Settings, gpus: tuple[Gpu, ...], model: ModelInfo, user: UserArgs) -> Layout:
@@ -362,46 +323,17 @@ def plan_layout(settings: Settings, gpus: tuple[Gpu, ...], model: ModelInfo, use
     if not gpus:
         return Layout(1, 1, reasons=("no GPU found: CPU mode, one engine",))
     facts = _facts(gpus, model)
-    reasons = [f"GPUs: {describe_gpus(gpus)}"]
-    user_set = user.has("--tensor-parallel-size", "--data-parallel-size", "--pipeline-parallel-size")
-    if user_set:
-        tp, dp, why = _user_layout(facts, user)
-    elif not settings.use_all_gpus:
-        ignored = (
-            f" (PARALLEL_MODE={settings.parallel_mode} has no effect with one GPU)"
-            if settings.parallel_mode != "auto"
-            else ""
-        )
-        tp, dp, why = _one_gpu(facts, f"USE_ALL_GPUS=false: one engine on one GPU (GPU {gpus[0].index}){ignored}")
-    elif settings.parallel_mode == "dp":
-        tp, dp, why = _forced_dp(facts)
-    elif settings.parallel_mode == "tp":
-        tp, dp, why = _forced_tp(facts)
-    else:
-        tp, dp, why = _auto(facts)
-    reasons.extend(why)
-
+    tp, dp, why = _choose_sizes(settings, facts, user)
+    user_set = user.has(*_PARALLEL_SIZES)
     pipeline = (user.int_value("--pipeline-parallel-size") or 1) if user_set else 1
     used = gpus[: tp * dp * pipeline]
     flags, gpu_reasons = _gpu_flags(used, tp)
-    reasons.extend(gpu_reasons)
-    if not user_set:
-        if tp > 1:
-            flags.append(Flag("--tensor-parallel-size", str(tp), f"the model is split over {tp} GPUs"))
-        if dp > 1:
-            flags.append(
-                Flag(
-                    "--data-parallel-size",
-                    str(dp),
-                    f"{dp} engines{' of ' + str(tp) + ' GPUs each' if tp > 1 else ', one per GPU'}, one endpoint with internal load balancing",
-                )
-            )
-    need = facts.need
+    if not user_set:  # a size in VLLM_ARGS is taken as given: we add none of ours
+        flags.extend(_size_flags(tp, dp))
     return Layout(
         tensor_parallel_size=tp,
         data_parallel_size=dp,
         flags=tuple(flags),
-        reasons=tuple(reasons),
+        reasons=(f"GPUs: {describe_gpus(gpus)}", *why, *gpu_reasons),
         gpus_used=len(used),
-        required_gib_per_gpu=round(need.per_gpu_gib(tp), 2) if need else None,
     )

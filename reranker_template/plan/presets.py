@@ -9,10 +9,11 @@ matches when one of its `ids` patterns is found in the model id (or local path),
 known, its architecture is one of `architectures` (for presets without `ids`, the architecture alone
 decides). RERANKER_PRESET=<name> forces a preset; RERANKER_PRESET=none applies none.
 
-Lengths are decided here too, from the model's facts: `--max-model-len` is capped at 8192 (memory: a 32k
-context OOMed Qwen3-Reranker-0.6B on a 16 GB T4) and never above what the model supports (vLLM refuses to
-start otherwise); encoder-only models get `--max-num-batched-tokens >= --max-model-len`; decoder rerankers
-get `--enable-prefix-caching` (the system prompt, instruction and query repeat across one call's documents).
+A preset also says how a long pair is cut by default (`truncation`, see truncation.py): "pair" lets the
+tokenizer cut the pair to the model's limit (the longer side first); "split" gives the query and the
+document fixed token budgets before the prompt is composed, because cutting a composed prompt would cut
+the template's tail (or, for jina-reranker-m0, the query), which is the very token the model scores.
+Lengths (--max-model-len and friends) are lengths.py's, from the model's facts and the preset's hints.
 """
 
 from __future__ import annotations
@@ -20,29 +21,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from pathlib import PurePath
 
 from reranker_template.errors import PlanError
 from reranker_template.facts.model import ModelInfo
+from reranker_template.plan.contract import TruncationMode
 from reranker_template.plan.flags import Flag
-from reranker_template.plan.user_args import UserArgs
 from reranker_template.settings import Settings, is_local_path
 
-DEFAULT_MAX_MODEL_LEN = 8192
-# vLLM's default batch budget on a GPU API server is 2048-8192 tokens; for encoder-only models we never go below
-# the larger one, and never below --max-model-len (a pair longer than the batch budget could not be scheduled).
-ENCODER_MIN_BATCHED_TOKENS = 8192
 QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-NONE = "none"
+NONE = "none"  # RERANKER_PRESET=none: apply no preset
 
-# How a long pair is cut by default (see truncation.py): "pair" lets the tokenizer cut the pair to the model's
-# limit (the longer side first); "split" gives the query and the document fixed token budgets before the prompt
-# is composed, because cutting a composed prompt would cut the template's tail (or, for jina-reranker-m0,
-# the query), which is the very token the model scores.
-TRUNCATE_PAIR = "pair"
-TRUNCATE_SPLIT = "split"
+
+class PresetKind(StrEnum):
+    """What kind of model a family is: it decides how vLLM scores a pair."""
+
+    CROSS_ENCODER = "cross-encoder"  # one forward pass over the joined pair, a classifier head
+    LLM_RERANKER = "llm-reranker"  # a causal LM scored by token logits on a prompt format
+    EMBEDDING = "embedding"  # not a reranker: cosine similarity of two embeddings
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Preset:
 
     name: str
     family: str  # as users know it, for `reranker plan` and the README
-    kind: str  # "cross-encoder", "llm-reranker" or "embedding"
+    kind: PresetKind
     why: str  # one line: what goes wrong without this preset
     ids: tuple[str, ...] = ()  # regular expressions searched in the lower-cased model id / path
     architectures: tuple[str, ...] = ()  # config.json's architecture must match one of these when `ids` matched
@@ -61,7 +60,7 @@ class Preset:
     template: str | None = None  # file in reranker_template/plan/templates/
     takes_instruction: bool = False  # the template reads RERANK_INSTRUCTION
     trust_remote_code: bool = False
-    truncation: str = TRUNCATE_PAIR
+    truncation: TruncationMode = TruncationMode.PAIR
     context_hint: int | None = None  # the family's context length, used when config.json is unknown
     decoder_hint: bool | None = None  # decoder (True) or encoder-only (False) when config.json is unknown
     prefix_caching: bool = True  # for decoders: does a prefix repeat across one call's documents?
@@ -72,7 +71,7 @@ PRESETS: tuple[Preset, ...] = (
     Preset(
         name="qwen3-reranker",
         family="Qwen3-Reranker 0.6B / 4B / 8B (original checkpoints)",
-        kind="llm-reranker",
+        kind=PresetKind.LLM_RERANKER,
         why="the checkpoint is a causal LM: vLLM must turn its 'yes'/'no' logits into a classifier, and score "
         "Qwen's prompt format (without the template: 200 OK and meaningless scores, vLLM #55501)",
         ids=(r"qwen3-reranker(?!.*seq-cls)",),
@@ -85,27 +84,27 @@ PRESETS: tuple[Preset, ...] = (
         },
         template="qwen3_reranker.jinja",
         takes_instruction=True,
-        truncation=TRUNCATE_SPLIT,
+        truncation=TruncationMode.SPLIT,
         context_hint=40960,
         decoder_hint=True,
     ),
     Preset(
         name="qwen3-reranker-seq-cls",
         family="Qwen3-Reranker, converted to sequence classification (e.g. tomaarsen/Qwen3-Reranker-*-seq-cls)",
-        kind="llm-reranker",
+        kind=PresetKind.LLM_RERANKER,
         why="the conversion keeps Qwen's prompt format: without the score template the scores are meaningless",
         ids=(r"qwen3-reranker",),  # after the originals: reached by -seq-cls names or this architecture
         architectures=(r"Qwen3ForSequenceClassification",),
         template="qwen3_reranker.jinja",
         takes_instruction=True,
-        truncation=TRUNCATE_SPLIT,
+        truncation=TruncationMode.SPLIT,
         context_hint=40960,
         decoder_hint=True,
     ),
     Preset(
         name="bge-reranker-v2-gemma",
         family="BAAI/bge-reranker-v2-gemma",
-        kind="llm-reranker",
+        kind=PresetKind.LLM_RERANKER,
         why="a Gemma causal LM scored by its 'Yes' logit on BAAI's prompt format",
         ids=(r"bge-reranker-v2-gemma",),
         architectures=(r"GemmaForCausalLM", r"GemmaForSequenceClassification"),
@@ -116,14 +115,14 @@ PRESETS: tuple[Preset, ...] = (
             "method": "no_post_processing",
         },
         template="bge_reranker_v2_gemma.jinja",
-        truncation=TRUNCATE_SPLIT,
+        truncation=TruncationMode.SPLIT,
         context_hint=8192,
         decoder_hint=True,
     ),
     Preset(
         name="mxbai-rerank-v2",
         family="mixedbread-ai/mxbai-rerank-base-v2 / large-v2",
-        kind="llm-reranker",
+        kind=PresetKind.LLM_RERANKER,
         why="a Qwen2 causal LM scored by the softmax of its '0'/'1' logits on mixedbread's prompt format",
         ids=(r"mxbai-rerank-.*v2",),
         architectures=(r"Qwen2ForCausalLM", r"Qwen2ForSequenceClassification"),
@@ -134,21 +133,21 @@ PRESETS: tuple[Preset, ...] = (
             "method": "from_2_way_softmax",
         },
         template="mxbai_rerank_v2.jinja",
-        truncation=TRUNCATE_SPLIT,
+        truncation=TruncationMode.SPLIT,
         context_hint=32768,
         decoder_hint=True,
     ),
     Preset(
         name="jina-reranker-m0",
         family="jinaai/jina-reranker-m0 (text and image documents)",
-        kind="llm-reranker",
+        kind=PresetKind.LLM_RERANKER,
         why="supported natively (JinaVLForRanking); vLLM builds its prompt itself, document first, query last",
         prefix_caching=False,  # the document comes first: no prefix repeats across documents
         ids=(r"jina-reranker-m0",),
         architectures=(r"JinaVLForRanking", r"JinaVLForSequenceClassification"),
         claims=(r"JinaVLForRanking", r"JinaVLForSequenceClassification"),
         runner_pooling=True,
-        truncation=TRUNCATE_SPLIT,
+        truncation=TruncationMode.SPLIT,
         context_hint=32768,
         decoder_hint=True,
         license_note="CC-BY-NC-4.0: non-commercial use only",
@@ -156,7 +155,7 @@ PRESETS: tuple[Preset, ...] = (
     Preset(
         name="gte-multilingual-reranker",
         family="Alibaba-NLP/gte-multilingual-reranker-base",
-        kind="cross-encoder",
+        kind=PresetKind.CROSS_ENCODER,
         why="its config.json names a custom class (NewForSequenceClassification); vLLM implements it as "
         "GteNewForSequenceClassification",
         ids=(r"gte-multilingual-reranker",),
@@ -170,7 +169,7 @@ PRESETS: tuple[Preset, ...] = (
     Preset(
         name="bge-reranker",
         family="BAAI/bge-reranker-base / large / v2-m3 (XLM-RoBERTa cross-encoders)",
-        kind="cross-encoder",
+        kind=PresetKind.CROSS_ENCODER,
         why="a standard cross-encoder: vLLM detects it; only the lengths are set",
         ids=(r"bge-reranker",),
         architectures=(r"XLMRobertaForSequenceClassification", r"\w+ForSequenceClassification"),
@@ -179,14 +178,14 @@ PRESETS: tuple[Preset, ...] = (
     Preset(
         name="cross-encoder",
         family="any *ForSequenceClassification cross-encoder (BERT, XLM-R, ModernBERT, ...)",
-        kind="cross-encoder",
+        kind=PresetKind.CROSS_ENCODER,
         why="vLLM detects sequence-classification checkpoints as rerankers; only the lengths are set",
         claims=(r"\w+ForSequenceClassification",),
     ),
     Preset(
         name="embedding",
         family="embedding models (all-MiniLM, bge-*-en, e5, gte, Qwen3-Embedding, ...)",
-        kind="embedding",
+        kind=PresetKind.EMBEDDING,
         why="not a reranker: vLLM scores a pair by the cosine similarity of the two embeddings",
         ids=(r"embed", r"minilm", r"mpnet", r"(^|[/_-])e5-", r"bge-(small|base|large|m3)", r"(^|/)gte-"),
         architectures=(r"\w+Model", r"\w+ForMaskedLM", r"\w+ForCausalLM"),
@@ -200,11 +199,20 @@ PRESET_NAMES = tuple(p.name for p in PRESETS)
 
 @dataclass(frozen=True)
 class PresetChoice:
-    name: str | None
-    truncation: str = TRUNCATE_PAIR  # how this family's requests are cut (plan/truncation.py)
+    """The chosen preset (None: no family flags), its flags, and why it was chosen."""
+
+    preset: Preset | None
     reasons: tuple[str, ...] = ()
     flags: tuple[Flag, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str | None:
+        return self.preset.name if self.preset else None
+
+    @property
+    def truncation(self) -> TruncationMode:
+        """How this family's requests are cut (plan/truncation.py); "pair" without a preset."""
+        return self.preset.truncation if self.preset else TruncationMode.PAIR
 
 
 def preset_by_name(name: str | None) -> Preset | None:
@@ -261,84 +269,6 @@ def match_preset(settings: Settings, model: ModelInfo) -> tuple[Preset | None, s
     return None, ""
 
 
-def _max_len_of(model: ModelInfo, preset: Preset | None) -> tuple[int | None, str]:
-    """What the model supports, and where that number comes from (None when nothing says)."""
-    limits: list[tuple[int, str]] = []
-    positions = model.max_position_embeddings
-    if positions:
-        # RoBERTa-style models count two position slots for padding: 514 positions hold 512 tokens.
-        if (model.model_type or "") in ("roberta", "xlm-roberta", "camembert"):
-            limits.append((positions - 2, f"max_position_embeddings {positions} - 2 (RoBERTa padding offset)"))
-        else:
-            limits.append((positions, f"max_position_embeddings {positions}"))
-    if model.tokenizer_max_length:
-        limits.append((model.tokenizer_max_length, f"the tokenizer's model_max_length {model.tokenizer_max_length}"))
-    st_len = model.sentence_transformers_max_seq_length
-    if st_len:
-        limits.append((st_len, f"sentence_bert_config.json's max_seq_length {st_len}"))
-    if not limits and preset is not None and preset.context_hint:
-        limits.append((preset.context_hint, f"{preset.family} supports {preset.context_hint} tokens"))
-    if not limits:
-        return None, ""
-    return min(limits)
-
-
-def _is_decoder(model: ModelInfo, preset: Preset | None) -> bool | None:
-    if model.model_type:
-        return not model.is_encoder_only
-    return preset.decoder_hint if preset else None
-
-
-def length_flags(settings: Settings, model: ModelInfo, preset: Preset | None) -> tuple[list[Flag], list[str]]:
-    """--max-model-len, --max-num-batched-tokens and prefix caching, from the model's facts."""
-    flags: list[Flag] = []
-    reasons: list[str] = []
-    user = UserArgs(settings.vllm_args)
-    supported, source = _max_len_of(model, preset)
-    user_len = user.int_value("--max-model-len")
-    if supported is None:
-        reasons.append("--max-model-len: the model's length limit is unknown (no config.json), so vLLM derives it")
-    elif (
-        preset is not None
-        and preset.kind == "embedding"
-        and model.sentence_transformers_max_seq_length is None
-        and not model.local_dir
-    ):
-        # sentence-transformers models cap their length in sentence_bert_config.json, which vLLM reads and we
-        # may not have: a larger --max-model-len would stop vLLM at start-up. vLLM's own derivation is right.
-        reasons.append(
-            "--max-model-len: left to vLLM (an embedding model's sentence_bert_config.json may set a lower limit than we can see)"
-        )
-    else:
-        chosen = min(DEFAULT_MAX_MODEL_LEN, supported)
-        why = f"{source}" + (
-            f", capped at {DEFAULT_MAX_MODEL_LEN} to bound memory (set --max-model-len in VLLM_ARGS for more)"
-            if supported > DEFAULT_MAX_MODEL_LEN
-            else ""
-        )
-        flags.append(Flag("--max-model-len", str(chosen), why))
-        user_len = user_len or chosen
-    decoder = _is_decoder(model, preset)
-    if decoder is False:
-        budget = max(user_len or 0, ENCODER_MIN_BATCHED_TOKENS)
-        flags.append(
-            Flag(
-                "--max-num-batched-tokens",
-                str(budget),
-                "encoder-only models have no chunked prefill: one batch must hold a whole pair (>= --max-model-len)",
-            )
-        )
-    elif decoder and (preset is None or (preset.kind != "embedding" and preset.prefix_caching)):
-        flags.append(
-            Flag(
-                "--enable-prefix-caching",
-                None,
-                "decoder reranker: the system prompt, instruction and query repeat across the documents of one call",
-            )
-        )
-    return flags, reasons
-
-
 def preset_flags(settings: Settings, preset: Preset) -> list[Flag]:
     flags: list[Flag] = []
     if preset.runner_pooling:
@@ -358,7 +288,10 @@ def preset_flags(settings: Settings, preset: Preset) -> list[Flag]:
             value = qwen3_template(settings.rerank_instruction)
             instruction = settings.rerank_instruction or QWEN3_DEFAULT_INSTRUCTION
             source = "RERANK_INSTRUCTION" if settings.rerank_instruction else "Qwen's default instruction"
-            why = f'{preset.name}: our score template ({source}: {instruction!r}; a request may send its own "instruction")'
+            why = (
+                f"{preset.name}: our score template ({source}: {instruction!r}; "
+                'a request may send its own "instruction")'
+            )
         else:
             value = template_path(preset.template)
             why = f"{preset.name}: the score template with the prompt format the model was trained on"
@@ -366,52 +299,31 @@ def preset_flags(settings: Settings, preset: Preset) -> list[Flag]:
     return flags
 
 
-def choose_preset(settings: Settings, model: ModelInfo) -> PresetChoice:
-    """The preset for this model (forced by RERANKER_PRESET, or matched), with its flags and reasons."""
-    reasons: list[str] = []
+def _pick(settings: Settings, model: ModelInfo) -> tuple[Preset | None, str]:
+    """The preset RERANKER_PRESET forces, or the one that matches, and the reason shown for it."""
     if settings.preset == NONE:
-        preset = None
-        reasons.append("preset: none (RERANKER_PRESET=none): no family flags; lengths still follow the model")
-    elif settings.preset:
-        preset = preset_by_name(settings.preset)
-        if preset is None:
+        return None, "preset: none (RERANKER_PRESET=none): no family flags; lengths still follow the model"
+    if settings.preset:
+        forced = preset_by_name(settings.preset)
+        if forced is None:
             raise PlanError(
                 f"RERANKER_PRESET={settings.preset!r} is not a preset: use one of {', '.join(PRESET_NAMES)}, or none."
             )
-        reasons.append(f"preset: {preset.name} (forced by RERANKER_PRESET): {preset.family}")
-    else:
-        preset, how = match_preset(settings, model)
-        if preset is None:
-            known = ", ".join(model.architectures) or "unknown"
-            reasons.append(
-                f"preset: none matched (architecture {known}); vLLM's defaults apply. RERANKER_PRESET=<name> forces one"
-            )
-        else:
-            reasons.append(f"preset: {preset.name} ({preset.family}), because {how}")
+        return forced, f"preset: {forced.name} (forced by RERANKER_PRESET): {forced.family}"
+    matched, how = match_preset(settings, model)
+    if matched is None:
+        known = ", ".join(model.architectures) or "unknown"
+        return None, (
+            f"preset: none matched (architecture {known}); vLLM's defaults apply. RERANKER_PRESET=<name> forces one"
+        )
+    return matched, f"preset: {matched.name} ({matched.family}), because {how}"
+
+
+def choose_preset(settings: Settings, model: ModelInfo) -> PresetChoice:
+    """The preset for this model (forced by RERANKER_PRESET, or matched), with its flags and reasons."""
+    preset, why = _pick(settings, model)
+    reasons = [why]
     if preset is not None and preset.license_note:
         reasons.append(f"license: {preset.family} is {preset.license_note}")
     flags = preset_flags(settings, preset) if preset else []
-    more, length_reasons = length_flags(settings, model, preset)
-    reasons.extend(length_reasons)
-    if not settings.truncate:
-        reasons.append(
-            "truncation: off (TRUNCATE=false): a pair longer than the model's limit is an HTTP 400, as in vLLM"
-        )
-    else:
-        mode = preset.truncation if preset else TRUNCATE_PAIR
-        reasons.append(
-            "truncation: on (the gateway adds it to /rerank and /score requests that set none): "
-            + TRUNCATION_POLICY[mode]
-        )
-    return PresetChoice(
-        name=preset.name if preset else None,
-        truncation=preset.truncation if preset else TRUNCATE_PAIR,
-        reasons=tuple(reasons),
-        flags=tuple(flags + more),
-    )
-
-
-TRUNCATION_POLICY = {
-    TRUNCATE_PAIR: "a pair longer than the model's limit is cut to fit, the longer side first (in practice the end of the document)",
-    TRUNCATE_SPLIT: "the query keeps at most a quarter of the context and the document the rest, less room for the prompt template; their ends are cut",
-}
+    return PresetChoice(preset=preset, reasons=tuple(reasons), flags=tuple(flags))

@@ -12,6 +12,8 @@ and it has no server-side default. So the gateway adds truncation fields to requ
   `max_tokens_per_doc` = the rest less room for the template and its instruction.
 
 A request that sets any of these fields chooses its own truncation; TRUNCATE=false turns the default off.
+The policy is decided once, at plan time (`decide_truncation`, stored in the `Plan`); the gateway and
+offline scoring apply it to each request body (`apply_default_truncation`, pure).
 """
 
 from __future__ import annotations
@@ -38,6 +40,29 @@ def decide_truncation(
     if split and not max_model_len:
         return None  # without the limit we cannot size the budgets; vLLM stays strict
     return TruncationPolicy(TruncationMode.SPLIT if split else TruncationMode.PAIR, max_model_len, instruction_chars)
+
+
+# What each mode does to a too long pair, for `reranker plan`.
+_EXPLAINED = {
+    TruncationMode.PAIR: "a pair longer than the model's limit is cut to fit, the longer side first "
+    "(in practice the end of the document)",
+    TruncationMode.SPLIT: "the query keeps at most a quarter of the context and the document the rest, "
+    "less room for the prompt template; their ends are cut",
+}
+
+
+def explain_truncation(enabled: bool, policy: TruncationPolicy | None) -> str:
+    """The plan's reason line for the policy `decide_truncation` returned."""
+    if not enabled:
+        return "truncation: off (TRUNCATE=false): a pair longer than the model's limit is an HTTP 400, as in vLLM"
+    if policy is None:
+        return (
+            "truncation: off: the model composes a prompt and its length limit is unknown, so no budgets can be "
+            "sized; a pair longer than the limit is an HTTP 400 (set --max-model-len in VLLM_ARGS to turn it on)"
+        )
+    return (
+        "truncation: on (the gateway adds it to /rerank and /score requests that set none): " + _EXPLAINED[policy.mode]
+    )
 
 
 def _request_instruction(body: Mapping[str, Any]) -> str:

@@ -6,7 +6,9 @@ such as `-tp 2`; all of them must count as "the user set --max-model-len / --ten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 # Short spellings vLLM accepts, mapped to the long option they stand for.
 SHORT_ALIASES = {
@@ -54,41 +56,48 @@ def _is_number(token: str) -> bool:
     return True
 
 
+def parse_options(argv: Sequence[str]) -> dict[str, str | None]:
+    """Canonical option -> its value (None for a flag without one). The last occurrence wins, as in argparse."""
+    found: dict[str, str | None] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name = canonical_option(token)
+        if name is None:
+            i += 1
+            continue
+        value: str | None = None
+        if "=" in token and token.startswith("--"):
+            value = token.split("=", 1)[1]
+        elif token.startswith("-O") and len(token) > 2 and not token.startswith("--"):
+            value = token[2:]
+        elif name not in BOOLEAN_OPTIONS and i + 1 < len(argv) and canonical_option(argv[i + 1]) is None:
+            value = argv[i + 1]
+            i += 1
+        found[name] = value
+        i += 1
+    return found
+
+
 @dataclass(frozen=True)
 class UserArgs:
-    """The user's VLLM_ARGS, with a lookup by canonical option name."""
+    """The user's VLLM_ARGS (or any vLLM argv), parsed once, with a lookup by canonical option name."""
 
     argv: tuple[str, ...]
+    _options: Mapping[str, str | None] = field(init=False, repr=False, compare=False)
 
-    def options(self) -> dict[str, str | None]:
-        """Canonical option -> its value (None for a flag without one). The last occurrence wins, as in argparse."""
-        found: dict[str, str | None] = {}
-        tokens = list(self.argv)
-        i = 0
-        while i < len(tokens):
-            token = tokens[i]
-            name = canonical_option(token)
-            if name is None:
-                i += 1
-                continue
-            value: str | None = None
-            if "=" in token and token.startswith("--"):
-                value = token.split("=", 1)[1]
-            elif token.startswith("-O") and len(token) > 2 and not token.startswith("--"):
-                value = token[2:]
-            elif name not in BOOLEAN_OPTIONS and i + 1 < len(tokens) and canonical_option(tokens[i + 1]) is None:
-                value = tokens[i + 1]
-                i += 1
-            found[name] = value
-            i += 1
-        return found
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_options", MappingProxyType(parse_options(self.argv)))
+
+    def options(self) -> Mapping[str, str | None]:
+        """Canonical option -> its value (None for a flag without one); read-only."""
+        return self._options
 
     def has(self, *names: str) -> bool:
-        opts = self.options()
-        return any(name in opts for name in names)
+        return any(name in self._options for name in names)
 
     def value(self, name: str) -> str | None:
-        return self.options().get(name)
+        return self._options.get(name)
 
     def int_value(self, name: str) -> int | None:
         raw = self.value(name)
