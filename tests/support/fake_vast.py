@@ -1,21 +1,29 @@
 """Loopback stand-ins for what cannot exist here: Vast's API, and the gateway of a rented instance.
 
-`FakeVast` serves the endpoints the vastai SDK uses (see ../shared notes: bundles, asks, instances,
-templates, users/current) with Vast's wire conventions, and records every request so tests can assert
-exact bodies. `FakeGateway` answers GET /health from a script (503 loading ... then 200 ready).
+`FakeVast` serves, with Vast's wire conventions, the endpoint behind each call of
+`reranker_template.vast.api.VastApi` (`ROUTES`, one per Protocol method: a test checks they match), so
+the tests run the real vastai SDK against it. It records every request so tests can assert exact bodies.
+`FakeGateway` answers GET /health from a script (503 loading ... then 200 ready).
+Both are `support.loopback.LoopbackServer`s.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
+
+import pytest
+
+from reranker_template.cli import main
+from support import loopback
 
 API_KEY = "test-vast-key"
 USER_ID = 4242
@@ -23,11 +31,27 @@ USER_ID = 4242
 
 @dataclass
 class Request:
+    """A request as Vast's handlers see it: the query's values and the body decoded from JSON."""
+
     method: str
     path: str
     query: dict[str, Any]
     body: Any
     headers: dict[str, str]
+
+    @classmethod
+    def parse(cls, raw: loopback.Request) -> Request:
+        try:
+            body = json.loads(raw.body) if raw.body else None
+        except ValueError:
+            body = raw.body.decode(errors="replace")
+        query: dict[str, Any] = {}
+        for key, value in parse_qsl(raw.query, keep_blank_values=True):
+            try:
+                query[key] = json.loads(value)
+            except ValueError:
+                query[key] = value
+        return cls(raw.method, raw.path, query, body, dict(raw.headers))
 
 
 @dataclass
@@ -37,72 +61,36 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[[Request], Reply]
-
-
-class _LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 with a free port; `handle(request) -> Reply` answers."""
+class _JsonServer:
+    """A loopback server whose `handle(Request) -> Reply` answers in JSON; keeps every request."""
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        outer = self
+        self.server = loopback.LoopbackServer(self._serve)
 
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode(errors="replace")
-                query: dict[str, Any] = {}
-                for key, value in parse_qsl(parts.query, keep_blank_values=True):
-                    try:
-                        query[key] = json.loads(value)
-                    except ValueError:
-                        query[key] = value
-                request = Request(self.command, parts.path, query, body, {k: v for k, v in self.headers.items()})
-                with outer.lock:
-                    outer.requests.append(request)
-                reply = outer.handle(request)
-                payload = json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                # The vastai CLI insists on exactly this content type.
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for key, value in reply.headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    def _serve(self, raw: loopback.Request) -> loopback.Reply:
+        request = Request.parse(raw)
+        with self.lock:
+            self.requests.append(request)
+        reply = self.handle(request)
+        # The vastai SDK insists on exactly this content type (Reply.json sends it).
+        return loopback.Reply.json(reply.body, reply.status, reply.headers)
 
     @property
     def port(self) -> int:
-        return self.server.server_address[1]
+        return self.server.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.url
 
-    def start(self) -> _LoopbackServer:
-        self.thread.start()
+    def start(self) -> _JsonServer:
+        self.server.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def handle(self, request: Request) -> Reply:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -112,7 +100,7 @@ class _LoopbackServer:
             return [r for r in self.requests if r.method == method and (path is None or r.path == path)]
 
 
-class FakeGateway(_LoopbackServer):
+class FakeGateway(_JsonServer):
     """The instance's gateway: /health answers from `script` (the last entry repeats)."""
 
     def __init__(self, script: list[tuple[int, dict[str, Any]]] | None = None) -> None:
@@ -178,7 +166,21 @@ def _matches(offer: dict[str, Any], filters: dict[str, Any]) -> bool:
     return True
 
 
-class FakeVast(_LoopbackServer):
+# The endpoint the vastai SDK calls for each VastApi method: (HTTP method, path pattern).
+ROUTES: dict[str, tuple[str, str]] = {
+    "search_offers": ("POST", r"/api/v0/bundles/"),
+    "create_instance": ("PUT", r"/api/v0/asks/(\d+)/"),
+    "show_instance": ("GET", r"/api/v0/instances/(\d+)/"),
+    "destroy_instance": ("DELETE", r"/api/v0/instances/(\d+)/"),
+    "show_instances": ("GET", r"/api/v1/instances/"),
+    "show_user": ("GET", r"/api/v0/users/current/?"),
+    "search_templates": ("GET", r"/api/v0/template/"),
+    "create_template": ("POST", r"/api/v0/template/"),
+    "update_template": ("PUT", r"/api/v1/template/"),
+}
+
+
+class FakeVast(_JsonServer):
     """Vast's API as the vastai SDK sees it. Tests set `script`, `taken`, `credit` or `inject(...)`."""
 
     def __init__(self, gateway_port: int = 0) -> None:
@@ -213,26 +215,16 @@ class FakeVast(_LoopbackServer):
                 if method == request.method and re.fullmatch(pattern, request.path):
                     del self.injected[i]
                     return reply
-        routes: list[tuple[str, str, Callable[..., Reply]]] = [
-            ("POST", r"/api/v0/bundles/", self._search),
-            ("PUT", r"/api/v0/asks/(\d+)/", self._create),
-            ("GET", r"/api/v0/instances/(\d+)/", self._show),
-            ("DELETE", r"/api/v0/instances/(\d+)/", self._destroy),
-            ("GET", r"/api/v1/instances/", self._list),
-            ("GET", r"/api/v0/users/current/?", self._user),
-            ("GET", r"/api/v0/template/", self._search_templates),
-            ("POST", r"/api/v0/template/", self._create_template),
-            ("PUT", r"/api/v1/template/", self._update_template),
-        ]
-        for method, pattern, route in routes:
+        for name, (method, pattern) in ROUTES.items():
             match = re.fullmatch(pattern, request.path)
             if method == request.method and match:
+                route: Callable[..., Reply] = getattr(self, f"_{name}")
                 with self.lock:
                     return route(request, *match.groups())
         return Reply(404, {"success": False, "error": "not_found", "msg": f"no route {request.method} {request.path}"})
 
     # offers
-    def _search(self, request: Request) -> Reply:
+    def _search_offers(self, request: Request) -> Reply:
         body = request.body or {}
         rows = [o for o in self.offers if _matches(o, body)]
         for field_name, direction in reversed(body.get("order") or []):
@@ -241,7 +233,7 @@ class FakeVast(_LoopbackServer):
             rows = rows[: int(body["limit"])]
         return Reply(200, {"offers": rows})
 
-    def _create(self, request: Request, offer_id: str) -> Reply:
+    def _create_instance(self, request: Request, offer_id: str) -> Reply:
         offer = next((o for o in self.offers if o["id"] == int(offer_id)), None)
         if offer is None or offer["id"] in self.taken:
             return Reply(
@@ -294,15 +286,15 @@ class FakeVast(_LoopbackServer):
                 row["ports"]["22/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_host_port)}]
         return row
 
-    def _show(self, request: Request, instance_id: str) -> Reply:
+    def _show_instance(self, request: Request, instance_id: str) -> Reply:
         if int(instance_id) not in self.instances:
             return Reply(200, {"instances": None})
         return Reply(200, {"instances": dict(self._advance(int(instance_id)))})
 
-    def _list(self, request: Request) -> Reply:
+    def _show_instances(self, request: Request) -> Reply:
         return Reply(200, {"instances": [dict(row) for row in self.instances.values()], "next_token": None})
 
-    def _destroy(self, request: Request, instance_id: str) -> Reply:
+    def _destroy_instance(self, request: Request, instance_id: str) -> Reply:
         if self.instances.pop(int(instance_id), None) is None:
             return Reply(
                 404, {"success": False, "error": "no_such_instance", "msg": f"Instance {instance_id} not found."}
@@ -310,7 +302,7 @@ class FakeVast(_LoopbackServer):
         return Reply(200, {"success": True})
 
     # users and templates
-    def _user(self, request: Request) -> Reply:
+    def _show_user(self, request: Request) -> Reply:
         return Reply(200, {"id": USER_ID, "username": "tester", "credit": self.credit, "api_key": API_KEY})
 
     def _search_templates(self, request: Request) -> Reply:
@@ -338,3 +330,37 @@ class FakeVast(_LoopbackServer):
         self.templates.remove(old)
         body.pop("hash_id")
         return Reply(200, {"success": True, "template": self._save_template(body, old["id"])})
+
+
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeVast) -> dict[str, str]:
+    """HOME and XDG dirs in tmp_path (the vastai package writes there), VAST_URL at the fake; the environment."""
+    values = {
+        "HOME": tmp_path / "home",
+        "XDG_CONFIG_HOME": tmp_path / "config",
+        "XDG_CACHE_HOME": tmp_path / "cache",
+        "XDG_DATA_HOME": tmp_path / "data",
+        "XDG_STATE_HOME": tmp_path / "state",
+        "HF_HOME": tmp_path / "hf",
+    }
+    for name, path in values.items():
+        path.mkdir()
+        monkeypatch.setenv(name, str(path))
+    monkeypatch.setenv("VAST_URL", fake.url + "/")  # a trailing slash must not break the URLs
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    monkeypatch.setenv("VASTAI_NO_UPDATE_CHECK", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MODEL_NAME", raising=False)
+    return dict(os.environ)
+
+
+def run_vast(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`reranker vast ARGV` in this process: (exit code, stdout, stderr)."""
+    code = main(["vast", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def read_records(env: dict[str, str]) -> dict[str, Any]:
+    """What launch recorded in instances.json, by instance id (as text)."""
+    data = json.loads((Path(env["XDG_CONFIG_HOME"]) / "reranker" / "instances.json").read_text())
+    return dict(data["instances"])
