@@ -58,10 +58,10 @@ class HealthBody:
     @classmethod
     def from_json(cls, data: Any) -> HealthBody | None:
         """The body as our gateway sends it, or None when `data` is not one (another server answered)."""
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             return None
         try:
-            status = HealthState(data.get("status"))
+            status = HealthState(data["status"])
         except ValueError:
             return None
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from support.gateway_upstream import REPO, FakeUpstream, start_gateway
+from support.loopback import Reply
 from support.stack_runner import RERANKER
 
 from reranker_template.client.bench import LevelResult, Tally, Workload, check_response, compare, percentile, split
@@ -32,7 +35,8 @@ RESULT_FIELDS = {
 
 
 def rerank_answer(order: list[int], scores: list[float]) -> dict:
-    return {"results": [{"index": i, "relevance_score": s, "document": {"text": "d"}} for i, s in zip(order, scores)]}
+    pairs = zip(order, scores, strict=True)
+    return {"results": [{"index": i, "relevance_score": s, "document": {"text": "d"}} for i, s in pairs]}
 
 
 def test_every_kind_of_wrong_rerank_answer_is_caught() -> None:
@@ -101,9 +105,65 @@ def bench(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([RERANKER, "bench", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_bad_levels_are_a_usage_error(tmp_path: Path) -> None:
     result = bench(["--url", "http://127.0.0.1:9", "--concurrency", "1,x"], tmp_path)
     assert result.returncode == 2 and "1,8,32" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # our self-signed test stack
+@pytest.mark.parametrize("ca_bundle", [False, True], ids=["plain-env", "REQUESTS_CA_BUNDLE"])
+def test_bench_against_the_local_https_stack(tmp_path: Path, ca_bundle: bool) -> None:
+    """Defect 1: with ENABLE_HTTPS the local stack's certificate is self-signed; `reranker bench` (no flags:
+    the local stack, its generated token) must not verify it in the benchmark's own clients either. With
+    REQUESTS_CA_BUNDLE set (conda, corporate machines), requests used to override the client's verify=False."""
+    bundle = {"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": ""}
+    if ca_bundle:
+        import certifi
+
+        bundle = {"REQUESTS_CA_BUNDLE": certifi.where(), "CURL_CA_BUNDLE": certifi.where()}
+    gateway = start_gateway(tmp_path, {"ENABLE_HTTPS": "true", **bundle}, https=True)
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    assert upstream.server is not None
+    upstream.server.answer("/v1/models", Reply.json({"object": "list", "data": [{"id": "test-model"}]}))
+    try:
+        gateway.wait_status("ready", verify=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "reranker_template.cli", "bench", "--compare", gateway.url]
+            + [
+                "--concurrency",
+                "1,2",
+                "--requests",
+                "4",
+                "--docs",
+                "3",
+                "--doc-tokens",
+                "8",
+                "--warmup",
+                "1",
+                "--json",
+            ],
+            env=gateway.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        upstream.stop()
+        gateway.stop()
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr  # skipping our own certificate's check is deliberate, not news
+    report = json.loads(result.stdout)
+    assert report["config"]["url"] == gateway.url and report["config"]["model"] == "test-model"
+    assert [(row["target"], row["concurrency"]) for row in report["results"]] == [
+        ("primary", 1),
+        ("compare", 1),
+        ("primary", 2),
+        ("compare", 2),
+    ]
+    assert all(row["ok"] == row["requests"] == 4 and row["first_problem"] is None for row in report["results"])
 
 
 @pytest.mark.vllm

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from support.loopback import LoopbackServer, Reply
 from support.stack_runner import RERANKER, free_port, minilm_dir, start_stack
 
-from reranker_template.cli.client import Endpoint, read_documents, resolve_endpoint
+from reranker_template.cli.client import Endpoint, resolve_endpoint
+from reranker_template.cli.common import read_documents
 from reranker_template.client.http import Health, RerankerClient, retry_after_seconds
-from reranker_template.errors import NotReadyError, RerankerError
+from reranker_template.errors import ConfigError, NotReadyError, RerankerError
+from reranker_template.gateway.tls import generate_self_signed
+from reranker_template.protocol import HealthState
 
 QUERY = "What are the health benefits of green tea?"
 DOCS = [
@@ -67,21 +72,40 @@ def test_endpoint_comes_from_flags_then_environment_then_the_local_stack(tmp_pat
     assert resolve_endpoint(None, None, configured).token == "configured"
 
 
+def test_only_the_local_https_stack_goes_unverified(tmp_path: Path) -> None:
+    """Its certificate is self-signed: the local stack's URL is not verified, however it was given; any other is."""
+    env = client_env(tmp_path, GATEWAY_PORT="8123", ENABLE_HTTPS="true", API_KEYS="k")
+    assert resolve_endpoint(None, None, env) == Endpoint("https://127.0.0.1:8123", "k", verify=False)
+    assert resolve_endpoint("https://127.0.0.1:8123/", "other", env) == Endpoint(
+        "https://127.0.0.1:8123", "other", verify=False
+    )
+    assert resolve_endpoint("https://remote:8123", None, env) == Endpoint("https://remote:8123", None, verify=True)
+    # Auth off: no token is sent, not even the one a gateway generated before.
+    (tmp_path / "state" / "reranker").mkdir(parents=True)
+    (tmp_path / "state" / "reranker" / "token").write_text("generated-token\n")
+    assert resolve_endpoint(None, None, client_env(tmp_path)).token == "generated-token"
+    assert resolve_endpoint(None, None, client_env(tmp_path, ENABLE_AUTH="false")).token is None
+
+
+def test_health_is_read_through_the_gateways_body() -> None:
+    loading = {"status": "loading", "model": "m", "phase": "downloading", "quality_check": "pending"}
+    health = Health.from_answer(503, loading, 10.0)
+    assert (health.status, health.reason, health.ready, health.retry_after) == ("loading", "downloading", False, 10.0)
+    assert health.status is HealthState.LOADING and health.body == loading
+    failed = Health.from_answer(503, {**loading, "status": "failed", "reason": "CUDA out of memory"})
+    assert failed.status is HealthState.FAILED and failed.reason == "CUDA out of memory"
+    # vLLM itself (or another server) sends no such body: the HTTP status decides.
+    assert Health.from_answer(200, None).status is HealthState.READY
+    other = Health.from_answer(500, {"status": "ok", "reason": "theirs"})
+    assert other.status is HealthState.DOWN and other.reason is None and not other.ready
+
+
 def test_documents_from_a_file_skip_blank_lines(tmp_path: Path) -> None:
     docs = tmp_path / "docs.txt"
     docs.write_text("first\n\n  second  \n")
     assert read_documents([], str(docs), stdin_is_tty=True) == ["first", "second"]
     assert read_documents(["a", "b"], str(docs), stdin_is_tty=True) == ["a", "b"]
     assert read_documents([], None, stdin_is_tty=True) == []
-
-
-def test_options_may_stand_anywhere_among_the_documents() -> None:
-    from reranker_template.cli import build_parser
-
-    args = build_parser().parse_args(["query", "q", "--json", "d1", "--top-n", "2", "d2"])
-    assert (args.query, args.documents, args.json, args.top_n) == ("q", ["d1", "d2"], True, 2)
-    offline = build_parser().parse_args(["score-offline", "q", "d1", "--model", "m", "d2"])
-    assert (offline.documents, offline.model) == (["d1", "d2"], "m")
 
 
 def test_nothing_listening_is_an_error_without_status_after_the_retry_budget() -> None:
@@ -96,6 +120,31 @@ def test_nothing_listening_is_an_error_without_status_after_the_retry_budget() -
 
 
 # --- against the real stack ----------------------------------------------------------------------
+def test_a_given_url_works_despite_a_broken_local_setting(tmp_path: Path) -> None:
+    """The local settings only matter when we talk to the local stack."""
+    env = client_env(tmp_path, GATEWAY_PORT="abc")
+    assert resolve_endpoint("http://h:1", "t", env) == Endpoint("http://h:1", "t", verify=True)
+    with pytest.raises(ConfigError, match="GATEWAY_PORT"):
+        resolve_endpoint(None, None, env)
+
+
+@pytest.mark.slow
+def test_an_untrusted_certificate_fails_at_once_with_what_to_do(tmp_path: Path) -> None:
+    """Retrying cannot make a certificate trusted: no waiting through the retry budget."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    generate_self_signed(cert, key, ["127.0.0.1"])
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with LoopbackServer(tls=tls).answer("/v1/rerank", Reply.json({"results": []})).start() as server:
+        client = RerankerClient(server.url.replace("http://", "https://"), "t", retry_for=60)
+        started = time.monotonic()
+        with pytest.raises(RerankerError, match="certificate is not trusted") as failure:
+            client.rerank("q", ["d"])
+        took = time.monotonic() - started
+    assert took < 10, f"took {took:.1f} s"
+    assert "REQUESTS_CA_BUNDLE" in str(failure.value)
+
+
 @pytest.mark.vllm
 def test_rerank_ranks_real_documents_best_first(minilm_stack) -> None:
     with RerankerClient(minilm_stack.gateway_url, minilm_stack.token) as client:

@@ -12,6 +12,7 @@ import pytest
 from support.loopback import LoopbackServer, Reply, free_port
 
 from reranker_template.gateway.tls import generate_self_signed
+from reranker_template.protocol import HealthBody, HealthState
 from reranker_template.serve.healthcheck import check
 
 pytestmark = pytest.mark.slow  # loopback servers and the HEALTHCHECK command as a process
@@ -74,3 +75,11 @@ def test_the_command_the_image_runs(servers: dict[str, int]) -> None:
     assert loading.returncode == 1 and "503" in loading.stdout
     bad = subprocess.run(command, env={"GATEWAY_PORT": "not-a-port"}, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "GATEWAY_PORT" in bad.stdout
+
+
+def test_the_line_names_the_gateways_state_and_reason() -> None:
+    """The body is read as the gateway's /health body, so `docker inspect` shows why it is unhealthy."""
+    body = HealthBody(HealthState.FAILED, "m", "failed", "pending", "CUDA out of memory").to_json()
+    with LoopbackServer().answer("/health", Reply.json(body, status=503)) as server:
+        healthy, detail = check({"GATEWAY_PORT": str(server.port)}, timeout=2)
+    assert not healthy and f"http://127.0.0.1:{server.port}/health: 503 failed (CUDA out of memory)" in detail

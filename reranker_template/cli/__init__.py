@@ -1,7 +1,14 @@
-"""The `reranker` command: one entry point, one subcommand per job.
+"""The `reranker` command: one entry point, one sub-command per job.
 
-Each subcommand lives in the module that does the work; this file only wires them up and turns the
-errors a user can fix (bad settings, an impossible plan) into one clear line and exit status 2.
+Rules:
+- Each sub-command lives in a module of this package that declares its arguments (`register`) and runs
+  it. At the top those modules import only the standard library, `cli.common` and light modules of the
+  package; rich, requests, the Vast SDK and aiohttp are imported inside the commands that use them. So
+  building the parser is cheap, and the supervisord programs (`reranker gateway`, `reranker provision`)
+  and the entrypoint (`reranker boot`) load nothing they do not use (tests/test_cli.py checks it).
+- Errors become exit codes here and only here: a `RerankerTemplateError` is one line
+  `reranker: <message>` on stderr and its exit code (2 for what the user can fix, 1 for failures),
+  Ctrl-C is 130; commands raise and never print a traceback for an error raised on purpose.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from reranker_template.cli.common import INTERMIXED
 from reranker_template.errors import EXIT_USAGE, RerankerTemplateError, exit_code_for
 
 DESCRIPTION = """\
@@ -27,25 +35,9 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from reranker_template.cli import (
-        client as cli_client,
-    )
-    from reranker_template.cli import (
-        gateway as cli_gateway,
-    )
-    from reranker_template.cli import (
-        offline as cli_offline,
-    )
-    from reranker_template.cli import (
-        provision as cli_provision,
-    )
-    from reranker_template.cli import (
-        stack as cli_stack,
-    )
-    from reranker_template.cli import (
-        vast as cli_vast,
-    )
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each sub-command's own parser by name."""
+    from reranker_template.cli import client, gateway, offline, provision, stack, vast
 
     parser = argparse.ArgumentParser(
         prog="reranker",
@@ -54,16 +46,32 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (cli_stack, cli_gateway, cli_provision, cli_client, cli_offline, cli_vast):
-        group.register(subparsers)
-    return parser
+    for module in (stack, gateway, provision, client, offline, vast):
+        module.register(subparsers)
+    return parser, subparsers.choices
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as a Namespace. A sub-command marked with `common.intermixed` parses its own
+    arguments with argparse's `parse_intermixed_args` (options anywhere among the documents); the top-level
+    parser has no options of its own, so its first argument names the sub-command."""
+    parser, commands = _build()
+    command = commands.get(argv[0]) if argv else None
+    if command is not None and command.get_default(INTERMIXED):
+        args = command.parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        build_parser().print_help()
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)

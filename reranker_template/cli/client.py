@@ -1,7 +1,8 @@
 """`reranker query`, `reranker bench`, `reranker health`: use an endpoint from the command line.
 
 URL and token come from flags, else RERANKER_URL / RERANKER_TOKEN, else the stack on this machine
-(http://127.0.0.1:GATEWAY_PORT and the token it generated), so on the serving box no flag is needed.
+(http://127.0.0.1:GATEWAY_PORT and its token), so on the serving box no flag is needed.
+Errors are raised (`RerankerError`, with a hint where one helps) and printed by `cli.main`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reranker_template.client.http import RerankerClient
-from reranker_template.errors import RerankerError
+from reranker_template.cli.common import console, intermixed, positive_float, positive_int, read_documents
+from reranker_template.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RerankerError
 
-EXIT_FAILED = 1
+if TYPE_CHECKING:  # rich and requests (the client) are imported by the commands that use them
+    from rich.table import Table
+
+    from reranker_template.client.bench import BenchConfig
 
 
 @dataclass(frozen=True)
@@ -28,62 +33,62 @@ class Endpoint:
 
 
 def local_endpoint(env: Mapping[str, str]) -> Endpoint:
-    """The stack on this machine: its gateway port and token (configured, else the generated token file)."""
+    """The stack on this machine: its gateway port and the token it accepts (configured, else generated)."""
+    from reranker_template.gateway.auth import local_tokens
     from reranker_template.paths import default_paths
     from reranker_template.settings import load_settings
 
     settings = load_settings(env)
     scheme = "https" if settings.enable_https else "http"
-    token: str | None = None
-    if settings.enable_auth:
-        if settings.tokens:
-            token = settings.tokens[0]
-        else:
-            token_file = default_paths(env).token_file
-            try:
-                token = token_file.read_text().strip() or None
-            except OSError:
-                token = None
-    return Endpoint(f"{scheme}://127.0.0.1:{settings.gateway_port}", token, verify=not settings.enable_https)
+    tokens = local_tokens(settings.tokens, default_paths(env).token_file) if settings.enable_auth else ()
+    url = f"{scheme}://127.0.0.1:{settings.gateway_port}"
+    return Endpoint(url, tokens[0] if tokens else None, verify=not settings.enable_https)
 
 
 def resolve_endpoint(url: str | None, token: str | None, env: Mapping[str, str]) -> Endpoint:
-    """Flags win, then RERANKER_URL / RERANKER_TOKEN, then the local stack."""
-    url = url or env.get("RERANKER_URL") or None
-    token = token if token is not None else (env.get("RERANKER_TOKEN") or None)
-    if url and token is not None:
-        return Endpoint(url.rstrip("/"), token or None, verify=True)
-    local = local_endpoint(env)
-    if url:
-        # Another URL without a token: the local token only fits the local stack.
-        is_local = url.rstrip("/") == local.url
-        return Endpoint(url.rstrip("/"), local.token if is_local else None, verify=local.verify if is_local else True)
-    return Endpoint(local.url, token if token is not None else local.token, verify=local.verify)
+    """Flags win, then RERANKER_URL / RERANKER_TOKEN, then the local stack. The local stack's token goes
+    only to the local stack's URL, and only that URL may skip certificate checks (its self-signed HTTPS)."""
+    given = url or env.get("RERANKER_URL")
+    try:
+        local = local_endpoint(env)
+    except ConfigError:
+        if not given:
+            raise  # the local stack is what we would talk to: its bad setting is the user's problem
+        local = Endpoint("", None, verify=True)  # a given URL needs nothing from the local settings
+    url = (given or local.url).rstrip("/")
+    is_local = url == local.url
+    if token is None:
+        token = env.get("RERANKER_TOKEN") or (local.token if is_local else None)
+    return Endpoint(url, token or None, verify=local.verify or not is_local)
 
 
-def read_documents(docs: Sequence[str], file: str | None, stdin_is_tty: bool) -> list[str]:
-    """DOC arguments, else --file (one per line, blank lines skipped; "-" is stdin), else piped stdin."""
-    if docs:
-        return list(docs)
-    if file:
-        if file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(file, encoding="utf-8") as handle:
-                text = handle.read()
-    elif not stdin_is_tty:
-        text = sys.stdin.read()
-    else:
-        return []
-    return [line.strip() for line in text.splitlines() if line.strip()]
+def quiet_unverified(*verify: bool | str) -> None:
+    """Not verifying our own stack's self-signed certificate is deliberate (see `resolve_endpoint`): urllib3's
+    InsecureRequestWarning, which it prints for every new connection, would only bury the output."""
+    if not all(verify):
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
-def connect_hint(endpoint: Endpoint, exc: RerankerError) -> str:
-    if exc.status is None:
-        return f"{exc.message} (is the stack running? `reranker serve`, or set --url / RERANKER_URL)"
-    if exc.status == 401:
-        return f"{endpoint.url} refused the token (HTTP 401): pass --token or set RERANKER_TOKEN (`reranker token --token-only` on the server prints it)"
-    return str(exc)
+@contextmanager
+def hints(url: str) -> Iterator[None]:
+    """A RerankerError from `url` raised again with what to do about it: start the stack, or pass the right token."""
+    try:
+        yield
+    except RerankerError as exc:
+        if exc.status is None:
+            raise RerankerError(
+                f"{exc.message} (is the stack running? `reranker serve`, or set --url / RERANKER_URL)"
+            ) from exc
+        if exc.status == 401:
+            raise RerankerError(
+                f"{url} refused the token: pass --token or set RERANKER_TOKEN "
+                "(`reranker token --token-only` on the server prints it)",
+                401,
+                exc.body,
+            ) from exc
+        raise
 
 
 # --- query ---------------------------------------------------------------------------------------
@@ -94,16 +99,16 @@ def cmd_query(args: argparse.Namespace) -> int:
             "reranker query: no documents: give them as arguments, with --file FILE (one per line), or on stdin",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return EXIT_FAILURE
+    from reranker_template.client.http import RerankerClient
+
     endpoint = resolve_endpoint(args.url, args.token, os.environ)
-    with RerankerClient(
+    quiet_unverified(endpoint.verify)
+    client = RerankerClient(
         endpoint.url, endpoint.token, verify=endpoint.verify, timeout=args.timeout, retry_for=args.wait
-    ) as client:
-        try:
-            result = client.rerank(args.query, documents, top_n=args.top_n, instruction=args.instruction)
-        except RerankerError as exc:
-            print(f"reranker query: {connect_hint(endpoint, exc)}", file=sys.stderr)
-            return EXIT_FAILED
+    )
+    with client, hints(endpoint.url):
+        result = client.rerank(args.query, documents, top_n=args.top_n, instruction=args.instruction)
     rows = [
         {
             "rank": rank,
@@ -115,7 +120,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     ]
     if args.json:
         print(json.dumps({"model": result.model, "query": args.query, "results": rows}, indent=2))
-        return 0
+        return EXIT_OK
     from rich.table import Table
 
     table = Table(title=f"{result.model}: {args.query}", title_justify="left")
@@ -124,39 +129,28 @@ def cmd_query(args: argparse.Namespace) -> int:
     table.add_column("document", overflow="fold")
     table.add_column("index", justify="right")
     for row in rows:
-        table.add_row(str(row["rank"]), f"{row['score']:.6f}", row["document"] or "", str(row["index"]))
-    wide_console().print(table)
-    return 0
-
-
-def wide_console() -> Any:
-    """rich's console; when piped (no terminal width to respect) wide enough that nothing is cut."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 160))
+        table.add_row(str(row["rank"]), f"{row['score']:.6f}", str(row["document"] or ""), str(row["index"]))
+    console().print(table)
+    return EXIT_OK
 
 
 # --- health --------------------------------------------------------------------------------------
 def cmd_health(args: argparse.Namespace) -> int:
+    """The answer is the output, not an error: unreachable and not ready are printed (exit 1), not raised."""
+    from reranker_template.client.http import RerankerClient
+
     endpoint = resolve_endpoint(args.url, None, os.environ)
+    quiet_unverified(endpoint.verify)
     with RerankerClient(endpoint.url, None, verify=endpoint.verify) as client:
         try:
             health = client.wait_until_ready(args.wait) if args.wait else client.health()
         except RerankerError as exc:
             if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "url": endpoint.url,
-                            "status": "unreachable" if exc.status is None else "not ready",
-                            "reason": exc.message,
-                        }
-                    )
-                )
+                state = "unreachable" if exc.status is None else "not ready"
+                print(json.dumps({"url": endpoint.url, "status": state, "reason": exc.message}))
             else:
                 print(exc.message if exc.status is None else f"{endpoint.url}: {exc.message}")
-            return EXIT_FAILED
+            return EXIT_FAILURE
     if args.json:
         print(
             json.dumps({"url": endpoint.url, "http_status": health.http_status, **health.body, "status": health.status})
@@ -165,7 +159,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         detail = f" ({health.reason})" if health.reason and not health.ready else ""
         model = f", model {health.body['model']}" if health.body.get("model") else ""
         print(f"{endpoint.url}: {health.status}{detail}{model}")
-    return 0 if health.ready else EXIT_FAILED
+    return EXIT_OK if health.ready else EXIT_FAILURE
 
 
 # --- bench ---------------------------------------------------------------------------------------
@@ -179,17 +173,7 @@ def parse_levels(raw: str) -> tuple[int, ...]:
     return levels
 
 
-def positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{raw!r}: must be at least 1")
-    return value
-
-
-def bench_table(report: dict[str, Any]) -> Any:
+def bench_table(report: dict[str, Any]) -> Table:
     from rich.table import Table
 
     cfg = report["config"]
@@ -219,95 +203,73 @@ def bench_table(report: dict[str, Any]) -> Any:
     return table
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def bench_config(args: argparse.Namespace, env: Mapping[str, str]) -> BenchConfig:
+    """The primary endpoint as resolved; --compare gets the same token unless --compare-token, and is
+    verified unless it is the local stack's own self-signed HTTPS."""
+    from reranker_template.client.bench import BenchConfig, Workload
 
-    from reranker_template.client.bench import BenchConfig, Workload, run_bench, total_requests
-
-    endpoint = resolve_endpoint(args.url, args.token, os.environ)
-    compare_token = args.compare_token if args.compare_token is not None else (endpoint.token if args.compare else None)
-    with RerankerClient(endpoint.url, endpoint.token, verify=endpoint.verify, retry_for=0) as client:
-        try:
-            model = client.served_model()
-        except RerankerError as exc:
-            print(f"reranker bench: {connect_hint(endpoint, exc)}", file=sys.stderr)
-            return EXIT_FAILED
-    config = BenchConfig(
-        url=endpoint.url,
-        token=endpoint.token,
+    primary = resolve_endpoint(args.url, args.token, env)
+    compare_url = args.compare.rstrip("/") if args.compare else None
+    compare_token = args.compare_token if args.compare_token is not None else primary.token
+    return BenchConfig(
+        url=primary.url,
+        token=primary.token,
+        verify=primary.verify,
         workload=Workload(endpoint=args.endpoint, docs=args.docs, doc_tokens=args.doc_tokens),
         concurrency=args.concurrency,
         requests=args.requests,
-        compare_url=args.compare.rstrip("/") if args.compare else None,
+        compare_url=compare_url,
         compare_token=compare_token,
+        compare_verify=resolve_endpoint(compare_url, None, env).verify if compare_url else True,
         warmup=args.warmup,
         timeout=args.timeout,
     )
-    err = Console(stderr=True)
-    show_progress = err.is_terminal and not args.no_progress
-    with Progress(
-        TextColumn("bench"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not show_progress,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("requests", total=total_requests(config))
-        try:
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from reranker_template.client.bench import run_bench, total_requests
+    from reranker_template.client.http import RerankerClient
+
+    config = bench_config(args, os.environ)
+    quiet_unverified(config.verify, config.compare_verify)
+    with hints(config.url):
+        with RerankerClient(config.url, config.token, verify=config.verify, retry_for=0) as client:
+            model = client.served_model()
+        err = console(stderr=True)
+        columns = (TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        show = err.is_terminal and not args.no_progress
+        with Progress(*columns, console=err, disable=not show, transient=True) as progress:
+            task = progress.add_task("requests", total=total_requests(config))
             report = run_bench(config, model, advance=lambda: progress.advance(task))
-        except RerankerError as exc:
-            print(f"reranker bench: {connect_hint(endpoint, exc)}", file=sys.stderr)
-            return EXIT_FAILED
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        console = wide_console()
-        console.print(
-            f"primary = {endpoint.url}" + (f", compare = {config.compare_url}" if config.compare_url else ""),
-            highlight=False,
-        )
-        console.print(bench_table(report))
-        for comp in report["comparisons"]:
-            console.print(
-                f"concurrency {comp['concurrency']}: compare / primary: req/s x{comp['requests_per_s_ratio']}, "
-                f"p50 latency x{comp['latency_p50_ratio']} ({comp['latency_p50_delta_ms']} ms)",
-                highlight=False,
-            )
-        for row in report["results"]:
-            if row["first_problem"]:
-                console.print(
-                    f"[yellow]{row['url']} at concurrency {row['concurrency']}: first problem: {row['first_problem']}[/]",
-                    highlight=False,
-                )
+        print_bench(report)
     failed = any(row["errors"] or row["invalid"] for row in report["results"])
-    return EXIT_FAILED if failed else 0
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def print_bench(report: dict[str, Any]) -> None:
+    out = console()
+    cfg = report["config"]
+    out.print(f"primary = {cfg['url']}" + (f", compare = {cfg['compare_url']}" if cfg["compare_url"] else ""))
+    out.print(bench_table(report))
+    for comp in report["comparisons"]:
+        out.print(
+            f"concurrency {comp['concurrency']}: compare / primary: req/s x{comp['requests_per_s_ratio']}, "
+            f"p50 latency x{comp['latency_p50_ratio']} ({comp['latency_p50_delta_ms']} ms)"
+        )
+    for row in report["results"]:
+        if row["first_problem"]:
+            out.print(
+                f"{row['url']} at concurrency {row['concurrency']}: first problem: {row['first_problem']}",
+                style="yellow",
+            )
 
 
 # --- wiring --------------------------------------------------------------------------------------
-class IntermixedParser(argparse.ArgumentParser):
-    """Options anywhere among the documents (`query "q" --json doc1 doc2`): plain argparse stops taking
-    positionals after the first option once `DOC*` was matched, and rejects the rest."""
-
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
-        if self._inner:
-            return super().parse_known_args(args, namespace)
-        self._inner = True  # parse_known_intermixed_args calls parse_known_args itself
-        try:
-            return super().parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
-
-
-def intermixed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.__class__ = IntermixedParser
-    return parser
-
-
 def add_endpoint_flags(parser: argparse.ArgumentParser, token: bool = True) -> None:
     parser.add_argument(
         "--url",
@@ -317,7 +279,7 @@ def add_endpoint_flags(parser: argparse.ArgumentParser, token: bool = True) -> N
         parser.add_argument("--token", help="the access token (default: $RERANKER_TOKEN, else the local stack's token)")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
 
     query = subparsers.add_parser(
@@ -343,7 +305,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument(
         "--json", action="store_true", help="print JSON: {model, query, results: [{rank, index, score, document}]}"
     )
-    query.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (default 120)")
+    query.add_argument(
+        "--timeout", type=positive_float, default=120.0, help="seconds to wait for the answer (default 120)"
+    )
     query.add_argument(
         "--wait",
         type=float,
@@ -388,7 +352,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--compare-token", help="token for --compare (default: the same token)")
     bench.add_argument("--warmup", type=positive_int, default=4, help="unmeasured requests per URL first (default 4)")
     bench.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds per request before it counts as an error (default 120)"
+        "--timeout",
+        type=positive_float,
+        default=120.0,
+        help="seconds per request before it counts as an error (default 120)",
     )
     bench.add_argument("--json", action="store_true", help="print the report as JSON (config, results, comparisons)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")

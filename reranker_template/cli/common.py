@@ -1,13 +1,15 @@
-"""What several commands share: argparse value types and rich consoles.
+"""What several commands share: argparse value types, documents from the command line, rich consoles.
 
-Rule: argument types raise `argparse.ArgumentTypeError`, so argparse prints the usage line and the
-message and exits 2; no command validates a number by hand.
+Rules: argument types raise `argparse.ArgumentTypeError`, so argparse prints the usage line and the
+message and exits 2; no command validates a number by hand. Importing this module imports nothing
+heavy (rich is imported when a console is asked for): every command module imports it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # rich is imported only by the commands that print with it
@@ -34,6 +36,34 @@ def positive_float(raw: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{raw!r}: must be more than 0")
     return value
+
+
+INTERMIXED = "intermixed"  # the parser default that marks such a sub-command
+
+
+def intermixed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Mark a sub-command whose options may stand anywhere among its positionals (`query "q" --json doc1
+    doc2`): `cli.parse_args` parses its arguments with argparse's `parse_intermixed_args`. Plain argparse
+    stops taking positionals after the first option once `DOC*` has matched, and rejects the rest."""
+    parser.set_defaults(**{INTERMIXED: True})
+    return parser
+
+
+def read_documents(docs: Sequence[str], file: str | None, stdin_is_tty: bool) -> list[str]:
+    """DOC arguments, else --file (one per line, blank lines skipped; "-" is stdin), else piped stdin."""
+    if docs:
+        return list(docs)
+    if file:
+        if file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(file, encoding="utf-8") as handle:
+                text = handle.read()
+    elif not stdin_is_tty:
+        text = sys.stdin.read()
+    else:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def console(stderr: bool = False) -> Console:

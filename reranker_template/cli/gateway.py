@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from reranker_template.errors import Failure
 from reranker_template.paths import default_paths
 from reranker_template.settings import load_settings
 
@@ -37,7 +37,7 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway = subparsers.add_parser(
         "gateway",
         help="run the auth gateway in front of vLLM",
@@ -65,24 +65,22 @@ def run_gateway(args: argparse.Namespace) -> int:
 
 
 def print_token(args: argparse.Namespace) -> int:
-    from reranker_template.gateway.auth import read_token_file
+    from reranker_template.gateway.auth import local_tokens
     from reranker_template.gateway.server import public_base_url
 
     settings = load_settings()
     paths = default_paths()
-    token = settings.tokens[0] if settings.tokens else read_token_file(paths.token_file)
-    if not token:
+    tokens = local_tokens(settings.tokens, paths.token_file)
+    if not tokens:
         if not settings.enable_auth:
             print(f"{public_base_url(settings, os.environ)}/   (ENABLE_AUTH=false: no token needed)")
             return 0
-        print(
-            f"reranker: no token yet: none is configured (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD) and "
-            f"{paths.token_file} does not exist; the gateway creates it on its first start (reranker serve)",
-            file=sys.stderr,
+        raise Failure(
+            f"no token yet: none is configured (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD) and "
+            f"{paths.token_file} does not exist; the gateway creates it on its first start (reranker serve)"
         )
-        return 1
     if args.token_only:
-        print(token)
+        print(tokens[0])
     else:
-        print(f"{public_base_url(settings, os.environ)}/?token={token}")
+        print(f"{public_base_url(settings, os.environ)}/?token={tokens[0]}")
     return 0

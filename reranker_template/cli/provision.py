@@ -6,15 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from reranker_template.errors import EXIT_FAILURE, EXIT_OK
 from reranker_template.paths import Paths, container_paths, default_paths, local_paths
-from reranker_template.serve.provisioning import (
-    COMPLETE_MARKER,
-    FAILED_MARKER,
-    RUNNING_MARKER,
-    marker_dir_for,
-    provisioning_state,
-    run_provisioning,
-)
 from reranker_template.settings import load_settings
 
 EPILOG = """\
@@ -35,7 +28,7 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "provision",
         help="run PROVISIONING_SCRIPT once (markers stop it running again)",
@@ -47,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--layout",
         choices=("auto", "container", "local"),
         default="auto",
-        help="where state and logs live: container (reranker boot), local (reranker serve); auto picks as `reranker token` does",
+        help="where state and logs live: container (reranker boot), local (reranker serve); "
+        "auto picks as `reranker token` does",
     )
     parser.add_argument(
         "--marker-dir",
@@ -67,9 +61,17 @@ def _paths(layout: str) -> Paths:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reranker_template.serve.provisioning import (
+        COMPLETE_MARKER,
+        FAILED_MARKER,
+        RUNNING_MARKER,
+        provisioning_state,
+        run_provisioning,
+    )
+
     settings = load_settings()
     paths = _paths(args.layout)
-    marker_dir = args.marker_dir or marker_dir_for(paths)
+    marker_dir = args.marker_dir or paths.provisioning_marker_dir
     if args.status:
         state = provisioning_state(marker_dir)
         if state is None:
@@ -80,13 +82,12 @@ def run(args: argparse.Namespace) -> int:
         elif state.state == "complete":
             print(f"done ({marker_dir / COMPLETE_MARKER})")
         else:
-            print(
-                f"failed: {state.reason} ({marker_dir / FAILED_MARKER}); vLLM {'may' if state.may_start_vllm else 'may not'} start"
-            )
-        return 0
+            may = "may" if state.may_start_vllm else "may not"
+            print(f"failed: {state.reason} ({marker_dir / FAILED_MARKER}); vLLM {may} start")
+        return EXIT_OK
     if not settings.provisioning_script:
         print("[provisioning] PROVISIONING_SCRIPT is not set; nothing to do")
-        return 0
+        return EXIT_OK
     paths.create()
     result = run_provisioning(settings, paths, marker_dir)
-    return 0 if result.may_start_vllm else 1
+    return EXIT_OK if result.may_start_vllm else EXIT_FAILURE

@@ -21,161 +21,17 @@ from reranker_template.client.http import RerankerClient
 from reranker_template.errors import RerankerError
 
 # Plain words that most tokenizers keep whole, so a document of N words is about N tokens.
-WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "that",
-    "for",
-    "it",
-    "as",
-    "was",
-    "with",
-    "be",
-    "by",
-    "on",
-    "not",
-    "he",
-    "this",
-    "are",
-    "or",
-    "his",
-    "from",
-    "at",
-    "which",
-    "but",
-    "have",
-    "an",
-    "they",
-    "you",
-    "were",
-    "her",
-    "she",
-    "there",
-    "one",
-    "all",
-    "we",
-    "their",
-    "been",
-    "has",
-    "when",
-    "who",
-    "will",
-    "more",
-    "no",
-    "if",
-    "out",
-    "so",
-    "said",
-    "what",
-    "up",
-    "its",
-    "about",
-    "into",
-    "than",
-    "them",
-    "can",
-    "only",
-    "other",
-    "new",
-    "some",
-    "could",
-    "time",
-    "these",
-    "two",
-    "may",
-    "then",
-    "do",
-    "first",
-    "any",
-    "my",
-    "now",
-    "such",
-    "like",
-    "our",
-    "over",
-    "man",
-    "me",
-    "even",
-    "most",
-    "made",
-    "after",
-    "also",
-    "did",
-    "many",
-    "before",
-    "must",
-    "through",
-    "back",
-    "years",
-    "where",
-    "much",
-    "your",
-    "way",
-    "well",
-    "down",
-    "should",
-    "because",
-    "each",
-    "just",
-    "those",
-    "people",
-    "how",
-    "too",
-    "little",
-    "state",
-    "good",
-    "very",
-    "make",
-    "world",
-    "still",
-    "own",
-    "see",
-    "men",
-    "work",
-    "long",
-    "get",
-    "here",
-    "between",
-    "both",
-    "life",
-    "being",
-    "under",
-    "never",
-    "day",
-    "same",
-    "another",
-    "know",
-    "while",
-    "last",
-    "might",
-    "us",
-    "great",
-    "old",
-    "year",
-    "off",
-    "come",
-    "since",
-    "against",
-    "go",
-    "came",
-    "right",
-    "used",
-    "take",
-    "three",
-    "water",
-    "tea",
-    "green",
-    "health",
-    "city",
-    "river",
-    "music",
-    "history",
-    "science",
-]
+WORD_LIST = """
+the of and to in is that for it as was with be by on not he this are or his from at which but have an
+they you were her she there one all we their been has when who will more no if out so said what up its
+about into than them can only other new some could time these two may then do first any my now such like
+our over man me even most made after also did many before must through back years where much your way
+well down should because each just those people how too little state good very make world still own see
+men work long get here between both life being under never day same another know while last might us
+great old year off come since against go came right used take three water tea green health city river
+music history science
+"""
+WORDS = WORD_LIST.split()
 QUERIES = (
     "what are the health benefits of green tea",
     "how did the city grow along the river",
@@ -231,7 +87,7 @@ def check_response(endpoint: str, data: dict[str, Any], docs: int) -> str | None
             return f"indices are not 0..{docs - 1} each once: {indices}"
         if not all(math.isfinite(s) for s in scores):
             return "a score is not a finite number"
-        if any(a < b for a, b in zip(scores, scores[1:])):
+        if any(a < b for a, b in zip(scores, scores[1:], strict=False)):
             return "results are not sorted best first"
         return None
     items = data.get("data")
@@ -352,9 +208,12 @@ class BenchConfig:
     concurrency: tuple[int, ...] = (1, 8, 32)
     requests: int | None = None  # per level and target; None: max(16, 4 x concurrency)
     compare_url: str | None = None
-    compare_token: str | None = None
+    compare_token: str | None = None  # None: the primary's token
     warmup: int = 4
     timeout: float = 120.0
+    # Certificate checks, as RerankerClient takes them: False for our own stack's self-signed HTTPS.
+    verify: bool | str = True
+    compare_verify: bool | str = True
 
     def requests_for(self, concurrency: int) -> int:
         return self.requests if self.requests else max(16, 4 * concurrency)
@@ -411,22 +270,11 @@ def split(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
 
 def run_bench(config: BenchConfig, model: str | None, advance: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Warm up, then every concurrency level (alternating rounds per target). Returns the JSON report."""
-    pool = max(config.concurrency)
-    targets = [
-        Target(
-            "primary",
-            config.url,
-            RerankerClient(config.url, config.token, timeout=config.timeout, retry_for=0, pool_size=pool),
-        )
-    ]
+    targets = [Target("primary", config.url, _client(config, config.url, config.token, config.verify))]
     if config.compare_url:
         token = config.compare_token if config.compare_token is not None else config.token
         targets.append(
-            Target(
-                "compare",
-                config.compare_url,
-                RerankerClient(config.compare_url, token, timeout=config.timeout, retry_for=0, pool_size=pool),
-            )
+            Target("compare", config.compare_url, _client(config, config.compare_url, token, config.compare_verify))
         )
     workload = config.workload
     try:
@@ -472,6 +320,12 @@ def run_bench(config: BenchConfig, model: str | None, advance: Callable[[], None
         "results": [asdict(r) for r in results],
         "comparisons": [asdict(c) for c in comparisons],
     }
+
+
+def _client(config: BenchConfig, url: str, token: str | None, verify: bool | str) -> RerankerClient:
+    """No retries (a failure counts), one pooled connection per worker of the highest level."""
+    pool = max(config.concurrency)
+    return RerankerClient(url, token, timeout=config.timeout, retry_for=0, pool_size=pool, verify=verify)
 
 
 def total_requests(config: BenchConfig) -> int:

@@ -22,6 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from reranker_template.errors import NotReadyError, RerankerError
+from reranker_template.protocol import HealthBody, HealthState
 
 DEFAULT_TIMEOUT = 120.0  # seconds per request (a large rerank on a busy GPU can take a while)
 CONNECT_TIMEOUT = 10.0
@@ -61,10 +62,24 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class Health:
+    """One answer of GET /health, read through `protocol.HealthBody` (the gateway's body). vLLM itself
+    sends no such body: then the state is READY on HTTP 200 and DOWN otherwise."""
+
     http_status: int
-    status: str  # "ready", "loading", "down", "failed" (the gateway's words; vLLM itself says nothing)
-    retry_after: float | None = None
-    body: dict[str, Any] = field(default_factory=dict)
+    report: HealthBody
+    retry_after: float | None = None  # seconds, from Retry-After
+    body: dict[str, Any] = field(default_factory=dict)  # the JSON object as sent (empty when it was none)
+
+    @classmethod
+    def from_answer(cls, http_status: int, body: Any, retry_after: float | None = None) -> Health:
+        report = HealthBody.from_json(body)
+        if report is None:
+            report = HealthBody(HealthState.READY if http_status == 200 else HealthState.DOWN)
+        return cls(http_status, report, retry_after, body if isinstance(body, dict) else {})
+
+    @property
+    def status(self) -> HealthState:
+        return self.report.status
 
     @property
     def ready(self) -> bool:
@@ -72,7 +87,7 @@ class Health:
 
     @property
     def reason(self) -> str | None:
-        return self.body.get("reason") or self.body.get("phase")
+        return self.report.detail
 
 
 def retry_after_seconds(value: str | None, default: float) -> float:
@@ -130,7 +145,9 @@ class RerankerClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.session.verify = verify
+        # Passed with every request, not set on the session: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+        # override a session's verify=False, and our own stack's self-signed certificate would then be refused.
+        self.verify = verify
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -207,19 +224,17 @@ class RerankerClient:
     def health(self) -> Health:
         """GET /health once, no retries. Raises RerankerError(status=None) when nothing answers."""
         try:
-            response = self.session.get(self.base_url + "/health", timeout=(CONNECT_TIMEOUT, 10.0))
+            response = self.session.get(self.base_url + "/health", timeout=(CONNECT_TIMEOUT, 10.0), verify=self.verify)
         except requests.ConnectionError as exc:
             raise RerankerError(f"cannot reach {self.base_url}: {_short(exc)}") from exc
         try:
             body = response.json()
         except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
-        status = body.get("status") or ("ready" if response.status_code == 200 else "down")
+            body = None
         retry = (
             retry_after_seconds(response.headers.get("Retry-After"), 0.0) if "Retry-After" in response.headers else None
         )
-        return Health(http_status=response.status_code, status=str(status), retry_after=retry, body=body)
+        return Health.from_answer(response.status_code, body, retry)
 
     def wait_until_ready(self, timeout: float = 600.0, poll: float = 2.0) -> Health:
         """Poll /health until 200. Raises NotReadyError (with the last reason) after `timeout` seconds,
@@ -234,7 +249,7 @@ class RerankerClient:
             else:
                 if health.ready:
                     return health
-                if health.status == "failed":
+                if health.status is HealthState.FAILED:
                     raise NotReadyError(f"the model failed to load: {health.reason}", health.http_status, health.body)
                 last = f"{health.status} ({health.reason})" if health.reason else health.status
             remaining = deadline - time.monotonic()
@@ -254,7 +269,15 @@ class RerankerClient:
         backoff = 0.5
         while True:
             try:
-                response = self.session.request(method, url, json=body, timeout=(CONNECT_TIMEOUT, self.timeout))
+                response = self.session.request(
+                    method, url, json=body, timeout=(CONNECT_TIMEOUT, self.timeout), verify=self.verify
+                )
+            except requests.exceptions.SSLError as exc:
+                # Waiting does not make a certificate trusted: say so at once instead of retrying.
+                raise RerankerError(
+                    f"cannot reach {self.base_url}: its TLS certificate is not trusted ({_short(exc)}); "
+                    "pass the CA with REQUESTS_CA_BUNDLE, or use http:// if the server has no TLS"
+                ) from exc
             except requests.ConnectionError as exc:
                 wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
                 if time.monotonic() + wait > deadline:

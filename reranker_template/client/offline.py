@@ -7,8 +7,12 @@ argument parser into the EngineArgs the server would use. Server-only options (h
 log) have no EngineArgs field and drop out by themselves; --chat-template (a front-end option) is
 passed to the LLM explicitly.
 
-    from reranker_template.client.offline import score
-    score("what is deep learning?", ["Deep learning uses neural networks", "I like pizza"])
+    from reranker_template.client.offline import OfflineReranker, score
+    score("what is deep learning?", ["Deep learning uses neural networks", "I like pizza"])  # load, score, unload
+    reranker = OfflineReranker()  # keep it: reranker.rerank(query, docs, top_n=5) as often as you like
+
+This is the only module that imports vLLM (lazily, inside the functions that need it): the stack's own
+processes never do, so they start fast and cannot break on a vLLM import.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from reranker_template.plan.build import VLLM_MODULE
 from reranker_template.plan.contract import Plan
 from reranker_template.plan.truncation import apply_default_truncation
-from reranker_template.settings import Settings, load_settings
+from reranker_template.settings import load_settings
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class OfflineOptions:
     engine_args: Any  # vllm.engine.arg_utils.EngineArgs, exactly as the server would build it
     chat_template: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # the plan's vLLM environment (LD_PRELOAD, presets' variables)
-    # The truncation fields the gateway adds to a request that sets none (truncation.py), so that a long
+    # The truncation fields the gateway adds to a request that sets none (plan.truncation), so that a long
     # document is cut here exactly as it is behind the gateway.
     request_defaults: dict[str, Any] = field(default_factory=dict)
 
@@ -70,17 +74,17 @@ def server_argv(plan: Plan) -> list[str]:
     return command[command.index(VLLM_MODULE) + 1 :]
 
 
-def options_from_plan(plan: Plan, settings: Settings | None = None) -> OfflineOptions:
-    """Parse the server's command line with vLLM's own server parser, as `vllm serve` would."""
+def options_from_plan(plan: Plan) -> OfflineOptions:
+    """Parse the server's command line with vLLM's own server parser, as `vllm serve` would; the request
+    defaults are what the gateway adds to a request that chose no truncation (the plan's policy)."""
     from vllm.engine.arg_utils import EngineArgs
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    namespace = make_arg_parser(FlexibleArgumentParser()).parse_args(server_argv(plan))
+    parser = FlexibleArgumentParser()  # type: ignore[no-untyped-call]  # vLLM's parser has no annotations
+    namespace = make_arg_parser(parser).parse_args(server_argv(plan))
     engine_args = EngineArgs.from_cli_args(namespace)
-    defaults: dict[str, Any] = {}
-    if settings is not None:
-        defaults = apply_default_truncation("/v1/score", {}, plan.truncation) or {}
+    defaults = apply_default_truncation("/v1/score", {}, plan.truncation)
     return OfflineOptions(
         engine_args=engine_args,
         chat_template=getattr(namespace, "chat_template", None),
@@ -89,35 +93,44 @@ def options_from_plan(plan: Plan, settings: Settings | None = None) -> OfflineOp
     )
 
 
-def prepare(model: str | None = None, env: Mapping[str, str] | None = None) -> tuple[Settings, Plan]:
-    """The settings and the plan `reranker serve` would run with this environment (MODEL_NAME replaced by `model`)."""
+def plan_for(model: str | None = None, env: Mapping[str, str] | None = None) -> Plan:
+    """The plan `reranker serve` would run with this environment (MODEL_NAME replaced by `model`)."""
     from reranker_template.serve.stack import build_plan
 
     env = dict(os.environ if env is None else env)
     if model:
         env["MODEL_NAME"] = model
-    settings = load_settings(env)
-    return settings, build_plan(settings, env)
+    return build_plan(load_settings(env), env)
 
 
-def plan_for(model: str | None = None, env: Mapping[str, str] | None = None) -> Plan:
-    return prepare(model, env)[1]
+def rank(scores: Sequence[float], top_n: int | None = None) -> list[tuple[int, float]]:
+    """(index, score) best first, the best `top_n` only when it is given (what /v1/rerank returns)."""
+    ranked = sorted(enumerate(scores), key=lambda pair: pair[1], reverse=True)
+    return ranked[:top_n] if top_n else ranked
 
 
 class OfflineReranker:
     """The model loaded once in this process; score() and rerank() as often as you like.
+
+    Give `plan` when you already have one (`reranker score-offline` plans once, to report a settings
+    mistake before vLLM loads); otherwise the plan is the one `reranker serve` would run with `env`
+    (default: this process's environment), MODEL_NAME replaced by `model`.
 
     The plan's environment (e.g. VLLM_CPU_KVCACHE_SPACE) is applied to this process before vLLM
     starts. LD_PRELOAD can only take effect for a new process: `reranker score-offline` restarts
     itself with it; a library user who wants the fast CPU path sets it before starting Python.
     """
 
-    def __init__(self, model: str | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, model: str | None = None, env: Mapping[str, str] | None = None, *, plan: Plan | None = None
+    ) -> None:
         from vllm import LLM
         from vllm.renderers.chat_utils import load_chat_template
 
-        self.settings, self.plan = prepare(model, env)
-        self.options = options_from_plan(self.plan, self.settings)
+        if plan is not None and (model is not None or env is not None):
+            raise ValueError("OfflineReranker takes a plan, or a model and environment to plan with, not both")
+        self.plan = plan if plan is not None else plan_for(model, env)
+        self.options = options_from_plan(self.plan)
         for name, value in self.options.env.items():
             if name != "LD_PRELOAD":
                 os.environ[name] = value
@@ -136,8 +149,7 @@ class OfflineReranker:
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
         """(index, score) best first, like /v1/rerank."""
-        ranked = sorted(enumerate(self.score(query, documents)), key=lambda pair: pair[1], reverse=True)
-        return ranked[:top_n] if top_n else ranked
+        return rank(self.score(query, documents), top_n)
 
     def close(self) -> None:
         shutdown = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)

@@ -169,3 +169,14 @@ def read_token_file(token_file: Path) -> str | None:
         return token_file.read_text(encoding="utf-8").strip() or None
     except (FileNotFoundError, PermissionError):
         return None
+
+
+def local_tokens(configured: tuple[str, ...], token_file: Path, *, create: bool = False) -> tuple[str, ...]:
+    """The tokens the stack on this machine accepts, the one to show first: the configured ones
+    (OPEN_BUTTON_TOKEN, API_KEYS, WEB_PASSWORD, VLLM_API_KEY), else the one generated into the state
+    directory. The gateway creates that one at its first start (`create`); `reranker token` and the client
+    commands only read it, so before that first start there is none (an empty tuple)."""
+    if configured:
+        return configured
+    token = load_or_create_token(token_file) if create else read_token_file(token_file)
+    return (token,) if token else ()

@@ -90,9 +90,7 @@ def public_base_url(settings: Settings, env: Mapping[str, str]) -> str:
 
 def effective_tokens(settings: Settings, paths: Paths) -> tuple[tuple[str, ...], bool]:
     """(accepted tokens, generated?): the configured ones, else the one kept in the state directory."""
-    if settings.tokens:
-        return settings.tokens, False
-    return (auth.load_or_create_token(paths.token_file),), True
+    return auth.local_tokens(settings.tokens, paths.token_file, create=True), not settings.tokens
 
 
 def announce(settings: Settings, env: Mapping[str, str], generated_token: str | None) -> None:
