@@ -46,12 +46,17 @@ def test_plan_json_has_the_documented_keys() -> None:
         "preset",
         "device",
         "gpu_count",
+        "gpus_used",
         "tensor_parallel_size",
         "data_parallel_size",
         "vllm_command",
         "gateway_port",
         "vllm_port",
         "reasons",
+        "max_model_len",
+        "score_template",
+        "truncation",
+        "schema_version",
     ):
         assert key in data
     assert isinstance(data["vllm_command"], list) and isinstance(data["reasons"], list)
