@@ -19,6 +19,7 @@ from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo, ModelSource
 from reranker_template.plan import Plan, make_plan
 from reranker_template.plan.build import merge_flags
+from reranker_template.plan.contract import read_plan, write_plan
 from reranker_template.plan.flags import Flag
 from reranker_template.plan.user_args import UserArgs, canonical_option
 from reranker_template.settings import load_settings
@@ -213,6 +214,19 @@ def test_a_plan_survives_plan_json() -> None:
     plan = plan_for({"VLLM_ARGS": "--chat-template /t.jinja", "RERANK_INSTRUCTION": "find"})
     assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
     assert plan.device == "cpu" and plan.model_source == "local"
+
+
+def test_a_plan_of_another_version_or_a_broken_file_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    data = plan_for({}).to_json()
+    with pytest.raises(PlanError, match="schema version 0.*restart the stack"):
+        Plan.from_json({**data, "schema_version": 0})
+    with pytest.raises(PlanError, match="malformed.*restart the stack"):
+        Plan.from_json({k: v for k, v in data.items() if k != "vllm_command"})
+    with pytest.raises(PlanError, match="missing or unreadable"):
+        read_plan(tmp_path / "plan.json")
+    write_plan(tmp_path / "plan.json", plan_for({}))
+    assert read_plan(tmp_path / "plan.json") == plan_for({})
+    assert (tmp_path / "plan.json").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.slow  # runs `reranker plan` as a process
