@@ -50,6 +50,14 @@ class Paths:
         """Where PROVISIONING_SCRIPT's markers live: `/` in the container (Vast's convention), else state."""
         return Path("/") if self.container else self.state_dir
 
+    def cache_env(self) -> dict[str, str]:
+        """Where Hugging Face and vLLM keep their caches, as defaults for the stack's environment: on the
+        persistent volume in the container, so a restarted instance neither downloads nor compiles again
+        (the image sets both too); nothing elsewhere, so `reranker serve` uses the libraries' own defaults."""
+        if self.cache_dir is None:
+            return {}
+        return {"HF_HOME": str(self.cache_dir / "huggingface"), "VLLM_CACHE_ROOT": str(self.cache_dir / "vllm")}
+
     def log_file(self, service: str) -> Path:
         return self.log_dir / f"{service}.log"
 

@@ -25,7 +25,7 @@ import pytest
 from support.stack_runner import RunningStack, http_get, http_post_json, minilm_dir, start_stack
 from support.tiny_models import WORDS, make_decisive_bert_cross_encoder, make_qwen3_reranker
 
-from reranker_template.plan.contract import TruncationMode, TruncationPolicy
+from reranker_template.plan.contract import TruncationMode, read_plan
 from reranker_template.plan.presets import QWEN3_DEFAULT_INSTRUCTION
 from reranker_template.plan.truncation import apply_default_truncation
 from reranker_template.serve.quality import TRIPLES
@@ -36,7 +36,10 @@ TOLERANCE = 1e-3
 # -O0: no torch.compile warm-up for these tiny test-made models (about 90 s saved per start on 2 cores);
 # the shared MiniLM stack runs the plan exactly as users get it.
 FLOAT32 = {"VLLM_ARGS": "--dtype float32 -O0"}
-QWEN_PREFIX = '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+QWEN_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
 QWEN_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 QWEN_OVERRIDES = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -134,17 +137,19 @@ def test_cross_encoder_long_document_is_truncated_not_refused(bert_stack: Runnin
     body = {"model": bert_stack.served_name, "text_1": QUERY, "text_2": [long_document, DOCUMENTS[1]]}
     status, _ = http_post_json(bert_stack.vllm_url + "/v1/score", body, token=None)
     assert status == 400  # vLLM alone: one long document fails the whole call
-    truncated = apply_default_truncation("/v1/score", body, TruncationPolicy(TruncationMode.PAIR, 512))
+    policy = read_plan(bert_stack.state_dir / "plan.json").truncation
+    assert policy is not None and policy.mode is TruncationMode.PAIR
+    truncated = apply_default_truncation("/v1/score", body, policy)  # what the gateway sends
     status, reply = http_post_json(bert_stack.vllm_url + "/v1/score", truncated, token=None)
     assert status == 200, reply
     served = [item["score"] for item in sorted(reply["data"], key=lambda item: item["index"])]
     reference = bert_reference(bert_model, QUERY, [long_document, DOCUMENTS[1]], max_length=512)  # longest_first
-    assert max(abs(a - b) for a, b in zip(served, reference)) < TOLERANCE, (served, reference)
+    assert max(abs(a - b) for a, b in zip(served, reference, strict=True)) < TOLERANCE, (served, reference)
     # Through the gateway, which adds the policy itself: the same scores, and rerank works too.
     status, through = http_post_json(bert_stack.gateway_url + "/v1/score", body)
     assert status == 200, through
     through_scores = [item["score"] for item in sorted(through["data"], key=lambda item: item["index"])]
-    assert max(abs(a - b) for a, b in zip(through_scores, served)) < TOLERANCE, (through_scores, served)
+    assert max(abs(a - b) for a, b in zip(through_scores, served, strict=True)) < TOLERANCE, (through_scores, served)
     status, ranked = http_post_json(
         bert_stack.gateway_url + "/v1/rerank",
         {"model": bert_stack.served_name, "query": QUERY, "documents": [long_document, DOCUMENTS[1]]},
@@ -210,9 +215,9 @@ def qwen_reference(qwen_model: Path) -> QwenReference:
 
 
 def test_qwen3_reranker_was_served_with_its_preset(qwen_stack: RunningStack) -> None:
-    plan = json.loads((qwen_stack.state_dir / "plan.json").read_text())
-    assert plan["preset"] == "qwen3-reranker"
-    argv = plan["vllm_command"]
+    plan = read_plan(qwen_stack.state_dir / "plan.json")
+    assert plan.preset == "qwen3-reranker" and plan.score_template
+    argv = plan.vllm_command
     assert json.loads(argv[argv.index("--hf-overrides") + 1]) == QWEN_OVERRIDES
     assert argv[argv.index("--chat-template") + 1].endswith("qwen3_reranker.jinja")
 
@@ -246,13 +251,13 @@ def test_qwen3_reranker_long_document_is_truncated_before_the_template(
     qwen_stack: RunningStack, qwen_reference: QwenReference
 ) -> None:
     """Budgets cut the document, not the template's tail: the score is that of the document's first tokens."""
-    plan = json.loads((qwen_stack.state_dir / "plan.json").read_text())
-    argv = plan["vllm_command"]
-    max_len = int(argv[argv.index("--max-model-len") + 1])
+    plan = read_plan(qwen_stack.state_dir / "plan.json")
+    assert plan.truncation is not None and plan.truncation.mode is TruncationMode.SPLIT
+    assert plan.max_model_len is not None and plan.truncation.max_model_len == plan.max_model_len
     long_document = " ".join(["green tea contains antioxidants"] * 400)  # 1600 words, more than max_len
     body = {"model": qwen_stack.served_name, "text_1": QUERY, "text_2": [long_document]}
     assert http_post_json(qwen_stack.vllm_url + "/v1/score", body, token=None)[0] == 400
-    truncated = apply_default_truncation("/v1/score", body, TruncationPolicy(TruncationMode.SPLIT, max_len))
+    truncated = apply_default_truncation("/v1/score", body, plan.truncation)  # what the gateway sends
     status, reply = http_post_json(qwen_stack.vllm_url + "/v1/score", truncated, token=None)
     assert status == 200, reply
     kept = " ".join(long_document.split()[: truncated["max_tokens_per_doc"]])  # one token per word here
@@ -279,8 +284,8 @@ def test_quality_check_fails_without_the_template(
         cache_root=vllm_cache_root,
     )
     try:
-        plan = json.loads((stack.state_dir / "plan.json").read_text())
-        assert "--chat-template" not in plan["vllm_command"]
+        plan = read_plan(stack.state_dir / "plan.json")
+        assert not plan.score_template and "--chat-template" not in plan.vllm_command
         assert len(score(stack, QUERY, DOCUMENTS)) == len(DOCUMENTS)  # it does answer
         health = wait_for_quality(stack)
         assert health["quality_check"] == "failed", health
@@ -343,5 +348,5 @@ def test_embedding_model_in_half_precision_keeps_the_ranking(minilm_stack: Runni
     """The shared MiniLM stack runs as users get it on this CPU (float16 or bfloat16): close, same order."""
     served = score(minilm_stack, QUERY, EMBEDDING_DOCUMENTS)
     reference = minilm_reference(QUERY, EMBEDDING_DOCUMENTS)
-    assert max(abs(a - b) for a, b in zip(served, reference)) < 2e-2, (served, reference)
+    assert max(abs(a - b) for a, b in zip(served, reference, strict=True)) < 2e-2, (served, reference)
     assert sorted(range(4), key=lambda i: -served[i])[:2] == sorted(range(4), key=lambda i: -reference[i])[:2]

@@ -13,6 +13,8 @@ import pytest
 from support.fake_hub import FakeHub
 from support.stack_runner import http_get, minilm_dir, start_stack
 
+pytestmark = pytest.mark.slow  # each test runs a fresh interpreter (or the stack) against a loopback hub
+
 REPO = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -23,9 +25,14 @@ def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
 def run_fetch(
     env: dict[str, str], model: str, deadline: float, offline: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """fetch_hub_model in a fresh interpreter: huggingface_hub reads HF_ENDPOINT/HF_HOME at import."""
+    """fetch_hub_model in a fresh interpreter (huggingface_hub reads HF_ENDPOINT/HF_HOME at import), logging
+    to stdout as in the vLLM launcher."""
     code = (
-        "import sys; from reranker_template.serve.download import fetch_hub_model; from reranker_template.errors import ModelUnavailable\n"
+        "import sys\n"
+        "from reranker_template.errors import ModelUnavailable\n"
+        "from reranker_template.serve.download import fetch_hub_model\n"
+        "from reranker_template.serve.processes import setup_logging\n"
+        "setup_logging()\n"
         "try:\n"
         f"    files = fetch_hub_model({model!r}, None, deadline_seconds={deadline}, offline={offline})\n"
         "    print('PATH=' + files.path)\n"

@@ -20,6 +20,7 @@ from reranker_template.plan.contract import Plan, write_plan
 from reranker_template.settings import load_settings
 
 TOKEN = "landing-token"
+# The plan of a 2-GPU machine with USE_ALL_GPUS=false: both GPUs are visible, the layout uses one.
 PLAN_JSON = {
     "schema_version": 1,
     "model": "BAAI/bge-reranker-v2-m3",
@@ -27,13 +28,13 @@ PLAN_JSON = {
     "preset": "bge",
     "device": "cuda",
     "gpu_count": 2,
-    "gpus_used": 2,
+    "gpus_used": 1,
     "tensor_parallel_size": 1,
-    "data_parallel_size": 2,
+    "data_parallel_size": 1,
     "vllm_command": ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "BAAI/bge-reranker-v2-m3"],
     "gateway_port": 8000,
     "vllm_port": 18000,
-    "reasons": ["2 GPUs: data parallel <fast>"],
+    "reasons": ["USE_ALL_GPUS=false: one GPU, data parallel <off>"],
     "gpus": [
         {"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-1"},
         {"index": 1, "name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": 8.9, "uuid": "GPU-2"},
@@ -64,6 +65,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     upstream.stop()
 
 
+@pytest.mark.slow  # the gateway runs as a process
 def test_landing_page_content_and_headers(gateway: GatewayProcess) -> None:
     page = requests.get(gateway.url + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert page.status_code == 200
@@ -73,13 +75,22 @@ def test_landing_page_content_and_headers(gateway: GatewayProcess) -> None:
     html = page.text
     assert "bge&lt;script&gt;" in html and "bge<script>" not in html  # escaped everywhere
     assert "NVIDIA L4" in html and "22.5 GiB" in html and "Data parallel" in html
-    assert "data parallel &lt;fast&gt;" in html
+    assert "data parallel &lt;off&gt;" in html
     assert f"Bearer {TOKEN}" in html and gateway.url in html
     assert "ssh -p 40022 root@203.0.113.9 -N -L" in html
     assert 'href="/docs"' in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # no external resources: works offline
 
 
+@pytest.mark.slow  # the gateway runs as a process
+def test_gpus_used_is_the_layouts_count_not_the_visible_one(gateway: GatewayProcess) -> None:
+    """USE_ALL_GPUS=false on a 2-GPU machine: the page lists both GPUs but says that vLLM uses one."""
+    html = requests.get(gateway.url + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).text
+    assert "<dt>GPUs used</dt><dd>1</dd>" in html
+    assert html.count("<td>NVIDIA L4</td>") == 2
+
+
+@pytest.mark.slow  # the gateway runs as a process
 def test_static_assets_are_shipped_and_public(gateway: GatewayProcess) -> None:
     for name, kind in (("landing.js", "text/javascript"), ("landing.css", "text/css")):
         response = requests.get(f"{gateway.url}/_gateway/static/{name}", timeout=5)
@@ -100,6 +111,7 @@ def test_examples_are_valid_code() -> None:
     assert "Authorization" not in landing.curl_example(base, None, model)
 
 
+@pytest.mark.slow  # the gateway runs as a process
 def test_examples_run_against_a_loopback_upstream(gateway: GatewayProcess) -> None:
     """The page's curl example, as printed, works against the gateway (here with a stand-in upstream)."""
     command = landing.curl_example(gateway.url, TOKEN, "test-model")

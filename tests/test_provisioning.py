@@ -25,7 +25,6 @@ from reranker_template.serve.provisioning import (
     Download,
     execute,
     mark_pending,
-    marker_dir_for,
     run_provisioning,
     wait_for_provisioning,
 )
@@ -94,7 +93,7 @@ def test_runs_once_and_not_on_the_second_boot(server: ScriptServer, paths: Paths
     count = tmp_path / "count"
     url = server.add("/setup.sh", counting_script(count))
     settings = settings_for(url)
-    markers = marker_dir_for(paths)
+    markers = paths.provisioning_marker_dir
     out = io.StringIO()
 
     first = run_provisioning(settings, paths, markers, download=FAST, echo=out)
@@ -293,8 +292,8 @@ def test_a_dead_provisioner_does_not_block_the_launcher(paths: Paths) -> None:
 
 
 def test_marker_dir_is_root_in_the_container(paths: Paths) -> None:
-    assert marker_dir_for(replace(paths, container=True)) == Path("/")
-    assert marker_dir_for(paths) == paths.state_dir
+    assert replace(paths, container=True).provisioning_marker_dir == Path("/")
+    assert paths.provisioning_marker_dir == paths.state_dir
 
 
 def _cli(argv: list[str]) -> int:

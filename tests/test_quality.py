@@ -7,9 +7,11 @@ the tiny Qwen3-Reranker both ways.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
-from support.stack_runner import RunningStack, free_port
+from support.loopback import LoopbackServer, Reply, Request, free_port
+from support.stack_runner import RunningStack
 
 from reranker_template.plan.contract import Device, Plan, read_plan
 from reranker_template.serve.quality import TRIPLES, judge, likely_cause, run_quality_check
@@ -101,9 +103,8 @@ def plan_with(preset: str | None, vllm_command: list[str]) -> Plan:
 
 
 def test_quality_check_false_skips() -> None:
-    outcome = run_quality_check(
-        load_settings({"QUALITY_CHECK": "false"}), {"vllm_port": free_port(), "served_model_name": "m"}
-    )
+    plan = dataclasses.replace(plan_with(None, []), vllm_port=free_port())
+    outcome = run_quality_check(load_settings({"QUALITY_CHECK": "false"}), plan)
     assert outcome.state == "skipped" and "QUALITY_CHECK=false" in outcome.detail
 
 
@@ -112,15 +113,56 @@ def test_nothing_listening_is_skipped_not_failed() -> None:
     assert outcome.state == "skipped" and "could not score" in outcome.detail
 
 
+def stand_in_vllm(meaningful: bool) -> LoopbackServer:
+    """vLLM's /v1/score on loopback: relevant documents score high (or, for broken flags, low)."""
+    relevant = {triple[2] for triple in TRIPLES}
+
+    def score(request: Request) -> Reply:
+        body = request.json()
+        data = [
+            {"index": i, "object": "score", "score": 0.9 if (doc in relevant) == meaningful else 0.1}
+            for i, doc in enumerate(body["text_2"])
+        ]
+        return Reply.json({"id": "score-1", "model": body["model"], "data": data})
+
+    return LoopbackServer().answer("/v1/score", score)
+
+
+def test_the_check_asks_vllm_on_loopback_without_a_token(caplog: pytest.LogCaptureFixture) -> None:
+    with stand_in_vllm(meaningful=True) as vllm, caplog.at_level(logging.INFO, logger="reranker.quality"):
+        plan = dataclasses.replace(plan_with("bge", []), vllm_port=vllm.port, served_model_name="served")
+        outcome = run_quality_check(load_settings({}), plan)
+    assert outcome.state == "passed" and outcome.detail == f"{N}/{N} known-answer pairs ranked correctly"
+    assert len(vllm.requests) == N
+    for request, triple in zip(vllm.requests, TRIPLES, strict=True):
+        assert request.path == "/v1/score" and "authorization" not in {h.lower() for h in request.headers}
+        assert request.json() == {"model": "served", "text_1": triple[1], "text_2": [triple[2], triple[3]]}
+    assert "known-answer pairs ranked correctly" in caplog.text
+
+
+def test_meaningless_scores_fail_with_a_warning_and_the_likely_cause(caplog: pytest.LogCaptureFixture) -> None:
+    with stand_in_vllm(meaningful=False) as vllm, caplog.at_level(logging.INFO, logger="reranker.quality"):
+        outcome = run_quality_check(load_settings({}), dataclasses.replace(plan_with(None, []), vllm_port=vllm.port))
+    assert outcome.state == "failed" and "Likely cause: no preset matched" in outcome.detail
+    assert "WARNING: relevant documents do NOT outrank irrelevant ones" in caplog.text
+
+
+def test_an_error_answer_is_skipped_not_failed() -> None:
+    with LoopbackServer().answer("/v1/score", Reply.json({"error": {"message": "boom"}}, status=500)) as vllm:
+        outcome = run_quality_check(load_settings({}), dataclasses.replace(plan_with(None, []), vllm_port=vllm.port))
+    assert outcome.state == "skipped" and "boom" in outcome.detail
+
+
 @pytest.mark.vllm
-def test_real_embedding_model_passes(minilm_stack: RunningStack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_real_embedding_model_passes(minilm_stack: RunningStack, caplog: pytest.LogCaptureFixture) -> None:
     """all-MiniLM-L6-v2 ranks the known answers right (its cosine scores are meaningful), in about a second."""
     import time
 
     plan = read_plan(minilm_stack.state_dir / "plan.json")
     started = time.monotonic()
-    outcome = run_quality_check(load_settings({}), plan)
+    with caplog.at_level(logging.INFO, logger="reranker.quality"):
+        outcome = run_quality_check(load_settings({}), plan)
     took = time.monotonic() - started
     assert outcome.state == "passed", outcome
     assert took < 5, f"the check took {took:.1f} s"
-    assert "known-answer pairs ranked correctly" in capsys.readouterr().out
+    assert "known-answer pairs ranked correctly" in caplog.text

@@ -13,6 +13,8 @@ from support.stack_runner import REPO, RERANKER, TEST_TOKEN, free_port, minilm_d
 
 from reranker_template.client import RerankerClient
 
+pytestmark = pytest.mark.slow  # runs the script (and shellcheck) as processes
+
 SCRIPT = REPO / "scripts" / "start_rerank.sh"
 
 

@@ -6,13 +6,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
-from reranker_template.cli.client import intermixed, read_documents
+from reranker_template.cli.common import console, intermixed, positive_int, read_documents
 
 REEXEC_MARK = "RERANKER_OFFLINE_PRELOADED"
 
 
-def preload_env(plan_env: dict[str, str], environ: dict[str, str]) -> dict[str, str] | None:
+def preload_env(plan_env: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str] | None:
     """The environment to restart with so LD_PRELOAD takes effect (it only works at process start), or None."""
     wanted = plan_env.get("LD_PRELOAD")
     if (
@@ -33,7 +35,7 @@ def cmd_score_offline(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.model:
         env["MODEL_NAME"] = args.model
-    plan = plan_for(None, env)  # settings mistakes end here, before vLLM is loaded
+    plan = plan_for(None, env)  # the one plan: settings mistakes end here, before vLLM is loaded
     restart = preload_env(plan.vllm_env, env)
     if restart is not None:  # before reading stdin: the new process inherits it unread
         sys.stdout.flush()
@@ -48,34 +50,35 @@ def cmd_score_offline(args: argparse.Namespace) -> int:
     # vLLM logs to stdout by default; keep stdout for our answer.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
-    reranker = OfflineReranker(None, env)
+    reranker = OfflineReranker(plan=plan)
     try:
-        scores = reranker.score(args.query, documents)
+        ranked = reranker.rerank(args.query, documents)
     finally:
         reranker.close()
-    ranked = sorted(enumerate(scores), key=lambda pair: pair[1], reverse=True)
-    if args.top_n:
-        ranked = ranked[: args.top_n]
+    scores = [value for _, value in sorted(ranked)]  # input order
     rows = [
         {"rank": rank, "index": index, "score": value, "document": documents[index]}
-        for rank, (index, value) in enumerate(ranked, start=1)
+        for rank, (index, value) in enumerate(ranked[: args.top_n] if args.top_n else ranked, start=1)
     ]
     if args.json:
         print(json.dumps({"model": plan.model, "query": args.query, "scores": scores, "results": rows}, indent=2))
-        return 0
-    from rich.console import Console
+    else:
+        print_table(f"{plan.model} (offline): {args.query}", rows)
+    return 0
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{plan.model} (offline): {args.query}", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for name in ("rank", "score", "document", "index"):
         table.add_column(name, justify="left" if name == "document" else "right", overflow="fold")
     for row in rows:
         table.add_row(str(row["rank"]), f"{row['score']:.6f}", row["document"], str(row["index"]))
-    Console().print(table)
-    return 0
+    console().print(table)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "score-offline",
         help="score documents with the model loaded here (no server), with the server's flags",
@@ -83,7 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(same settings: MODEL_NAME, VLLM_ARGS, presets, dtype), score every document against the query, "
         "print them best first. For quick checks and batch jobs; loading takes as long as a server start.",
         epilog="examples:\n"
-        '  MODEL_NAME=/models/bge-reranker-base reranker score-offline "what is deep learning?" "Deep learning is ..." "I like pizza"\n'
+        "  MODEL_NAME=/models/bge-reranker-base reranker score-offline "
+        '"what is deep learning?" "Deep learning is ..." "I like pizza"\n'
         '  reranker score-offline --model BAAI/bge-reranker-base "green tea" --file docs.txt --json',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -92,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("documents", nargs="*", metavar="DOC", help="documents (or --file, or one per line on stdin)")
     parser.add_argument("--file", "-f", help="read documents from this file, one per line")
     parser.add_argument("--model", help="model id or directory (default: $MODEL_NAME)")
-    parser.add_argument("--top-n", type=int, help="print only the best N")
+    parser.add_argument("--top-n", type=positive_int, help="print only the best N")
     parser.add_argument(
         "--json", action="store_true", help="print JSON: {model, query, scores (input order), results (best first)}"
     )

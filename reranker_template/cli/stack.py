@@ -1,4 +1,4 @@
-"""`reranker serve`, `reranker boot`, `reranker plan`."""
+"""`reranker serve`, `reranker boot`, `reranker plan` (the stack is imported when a command runs)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ import json
 import os
 import shlex
 
-from reranker_template.serve import stack
-from reranker_template.settings import load_settings
-
 
 def cmd_serve(_args: argparse.Namespace) -> int:
+    from reranker_template.serve import stack
+
     return stack.run(container=False)
 
 
 def cmd_boot(_args: argparse.Namespace) -> int:
+    from reranker_template.serve import stack
+
     return stack.run(container=True)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from reranker_template.serve import stack
+    from reranker_template.settings import load_settings
+
     settings = load_settings()
     plan = stack.build_plan(settings, dict(os.environ))
     if args.json:
@@ -27,8 +31,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     print(f"model        {plan.model}  (served as {plan.served_model_name!r}; metadata: {plan.model_source})")
     print(f"preset       {plan.preset or 'none'}")
+    gpus = f"{plan.gpu_count} GPU(s)"
+    if plan.gpus_used != plan.gpu_count:
+        gpus = f"{plan.gpus_used} of {gpus}"
     print(
-        f"device       {plan.device}, {plan.gpu_count} GPU(s), tensor parallel {plan.tensor_parallel_size} x data parallel {plan.data_parallel_size}"
+        f"device       {plan.device}, {gpus}, "
+        f"tensor parallel {plan.tensor_parallel_size} x data parallel {plan.data_parallel_size}"
     )
     print(f"ports        gateway {settings.gateway_host}:{plan.gateway_port} (public), vLLM 127.0.0.1:{plan.vllm_port}")
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.vllm_env.items())
@@ -50,7 +58,7 @@ settings (environment):
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     serve = subparsers.add_parser(
         "serve",
@@ -77,12 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print exactly what would run, and why, without starting anything",
         description="Detect the GPUs, read the model's metadata (no weights are downloaded), apply the preset "
         "and the parallel layout, and print the vLLM command with one reason per flag.",
-        epilog="examples:\n  MODEL_NAME=Qwen/Qwen3-Reranker-4B reranker plan\n  USE_ALL_GPUS=false reranker plan --json | jq .vllm_command",
+        epilog="examples:\n  MODEL_NAME=Qwen/Qwen3-Reranker-4B reranker plan\n"
+        "  USE_ALL_GPUS=false reranker plan --json | jq .vllm_command",
         formatter_class=formatter,
     )
     plan.add_argument(
         "--json",
         action="store_true",
-        help="machine-readable output (keys: model, preset, device, gpu_count, tensor_parallel_size, data_parallel_size, vllm_command, reasons, ...)",
+        help="machine-readable output (keys: model, preset, device, gpu_count, gpus_used, tensor_parallel_size, "
+        "data_parallel_size, vllm_command, reasons, ...)",
     )
     plan.set_defaults(func=cmd_plan)

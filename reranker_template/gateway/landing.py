@@ -9,13 +9,13 @@ from __future__ import annotations
 import html
 import json
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from string import Template
-from typing import Any
 
+from reranker_template.plan.contract import Plan
+from reranker_template.protocol import HealthBody, HealthState
 from reranker_template.release import PACKAGE_VERSION, VLLM_VERSION
 
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
@@ -30,7 +30,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-STATUS_TEXT = {"ready": "ready", "loading": "loading", "down": "down", "failed": "failed"}
 
 
 @cache
@@ -49,8 +48,8 @@ class PageFacts:
     base_url: str  # as the browser reached us, e.g. http://1.2.3.4:41234
     token: str | None  # the token this browser authenticated with (None: auth is off)
     model: str  # served model name: what clients send as "model"
-    health: dict[str, Any]
-    plan: dict[str, Any]
+    health: HealthBody
+    plan: Plan | None  # None until the stack has written plan.json
     ssh_command: str
     vllm_port: int
 
@@ -102,44 +101,41 @@ def cohere_example(base_url: str, token: str | None, model: str) -> str:
     )
 
 
-def _gpus_html(plan: Mapping[str, Any]) -> str:
-    gpus = plan.get("gpus") or []
-    if not plan:
+def _gpus_html(plan: Plan | None) -> str:
+    if plan is None:
         return '<p class="muted">The plan is not written yet (the stack is still starting).</p>'
-    if not gpus:
-        return f"<p>No GPU: vLLM runs on the CPU ({html.escape(str(plan.get('device', 'cpu')))} mode).</p>"
-    rows = []
-    for gpu in gpus:
-        memory = gpu.get("memory_mib") or 0
-        rows.append(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-                html.escape(str(gpu.get("index", ""))),
-                html.escape(str(gpu.get("name", "unknown"))),
-                f"{memory / 1024:.1f} GiB" if memory else "?",
-                html.escape(str(gpu.get("compute_capability") or "?")),
-            )
+    if not plan.gpus:
+        return f"<p>No GPU: vLLM runs on the CPU ({html.escape(str(plan.device))} mode).</p>"
+    rows = [
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+            gpu.index,
+            html.escape(gpu.name),
+            f"{gpu.memory_mib / 1024:.1f} GiB" if gpu.memory_mib else "?",
+            html.escape(str(gpu.compute_capability or "?")),
         )
+        for gpu in plan.gpus
+    ]
     return (
         "<h3>GPUs</h3><table><thead><tr><th>#</th><th>Model</th><th>Memory</th><th>Compute capability</th></tr>"
         f"</thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
-def _plan_html(plan: Mapping[str, Any]) -> str:
-    if not plan:
+def _plan_html(plan: Plan | None) -> str:
+    if plan is None:
         return ""
     items = [
-        ("Model", plan.get("model")),
-        ("Served as", plan.get("served_model_name")),
-        ("Preset", plan.get("preset") or "none"),
-        ("Device", plan.get("device")),
-        ("GPUs used", plan.get("gpu_count")),
-        ("Tensor parallel", plan.get("tensor_parallel_size")),
-        ("Data parallel", plan.get("data_parallel_size")),
+        ("Model", plan.model),
+        ("Served as", plan.served_model_name),
+        ("Preset", plan.preset or "none"),
+        ("Device", plan.device),
+        ("GPUs used", plan.gpus_used),  # the layout's, not the visible count (USE_ALL_GPUS=false: 1)
+        ("Tensor parallel", plan.tensor_parallel_size),
+        ("Data parallel", plan.data_parallel_size),
     ]
-    facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items if v is not None)
-    command = shlex.join(str(part) for part in plan.get("vllm_command") or [])
-    reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in plan.get("reasons") or [])
+    facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items)
+    command = shlex.join(plan.vllm_command)
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in plan.reasons)
     parts = [f"<h3>Plan</h3><dl>{facts}</dl>"]
     if command:
         parts.append(
@@ -150,20 +146,18 @@ def _plan_html(plan: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _status_text(health: Mapping[str, Any]) -> str:
-    status = str(health.get("status", "loading"))
-    text = STATUS_TEXT.get(status, status)
-    if status == "loading" and health.get("phase"):
-        text += f" ({health['phase']})"
-    if status != "ready" and health.get("reason"):
-        text += f": {health['reason']}"
-    if status == "ready" and health.get("quality_check"):
-        text += f" · quality check {health['quality_check']}"
+def _status_text(health: HealthBody) -> str:
+    text = str(health.status)
+    if health.status is HealthState.LOADING and health.phase:
+        text += f" ({health.phase})"
+    if health.status is not HealthState.READY and health.reason:
+        text += f": {health.reason}"
+    if health.status is HealthState.READY and health.quality_check:
+        text += f" · quality check {health.quality_check}"
     return text
 
 
 def render_landing(facts: PageFacts) -> str:
-    status = str(facts.health.get("status", "loading"))
     escape = html.escape
     token_note = (
         " · token: the one you opened this page with (it is in the examples below; keep it secret)."
@@ -174,7 +168,7 @@ def render_landing(facts: PageFacts) -> str:
     return template.substitute(
         model=escape(facts.model),
         model_attr=escape(facts.model, quote=True),
-        status=escape(status if status in STATUS_TEXT else "loading", quote=True),
+        status=escape(str(facts.health.status), quote=True),
         status_text=escape(_status_text(facts.health)),
         base_url=escape(facts.base_url),
         token_note=token_note,

@@ -6,11 +6,14 @@ that cannot be had fails within a minute with a message that says what to do.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from reranker_template.errors import ModelUnavailable
+
+log = logging.getLogger("reranker.download")
 
 # Formats vLLM never loads: skipping them saves gigabytes on repositories that ship several.
 IGNORE_PATTERNS = [
@@ -41,7 +44,8 @@ def check_local_model(model: str) -> ModelFiles:
     directory = Path(model).expanduser()
     if not directory.is_dir():
         raise ModelUnavailable(
-            f"MODEL_NAME={model}: no such directory. Give the path of a model directory (with config.json) or a Hugging Face id like BAAI/bge-reranker-v2-m3."
+            f"MODEL_NAME={model}: no such directory. Give the path of a model directory (with config.json) "
+            "or a Hugging Face id like BAAI/bge-reranker-v2-m3."
         )
     if not (directory / "config.json").is_file():
         raise ModelUnavailable(
@@ -62,18 +66,18 @@ def _cached_snapshot(model: str, token: str | None) -> str | None:
 def fetch_hub_model(
     model: str, token: str | None, *, deadline_seconds: float = 60.0, offline: bool = False
 ) -> ModelFiles:
-    """Download (or find in the cache) a hub model. Prints progress; fails within `deadline_seconds` with no network."""
+    """Download (or find in the cache) a hub model. Logs progress; fails within `deadline_seconds` with no network."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     cached = _cached_snapshot(model, token)
     if offline:
         if cached:
-            print(f"[download] {model}: using the cached copy in {cached} (HF_HUB_OFFLINE is set)", flush=True)
+            log.info("%s: using the cached copy in %s (HF_HUB_OFFLINE is set)", model, cached)
             return ModelFiles(path=cached, offline=True)
         raise ModelUnavailable(f"{model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. {ADVICE}")
 
-    print(f"[download] checking {model} on the Hugging Face hub", flush=True)
+    log.info("checking %s on the Hugging Face hub", model)
     started = time.monotonic()
     last_error: Exception | None = None
     while time.monotonic() - started < deadline_seconds:
@@ -91,20 +95,18 @@ def fetch_hub_model(
             ) from None
         except Exception as exc:  # network errors of every kind: retry until the deadline
             last_error = exc
-            print(f"[download] hub not reachable yet ({type(exc).__name__}); retrying", flush=True)
+            log.info("hub not reachable yet (%s); retrying", type(exc).__name__)
             time.sleep(min(5.0, max(0.0, deadline_seconds - (time.monotonic() - started))))
     else:
         if cached:
-            print(
-                f"[download] hub unreachable ({type(last_error).__name__}); using the cached copy in {cached}",
-                flush=True,
-            )
+            log.info("hub unreachable (%s); using the cached copy in %s", type(last_error).__name__, cached)
             return ModelFiles(path=cached, offline=True)
         raise ModelUnavailable(
-            f"cannot reach the Hugging Face hub to download {model} ({type(last_error).__name__}: {last_error}). {ADVICE}"
+            f"cannot reach the Hugging Face hub to download {model} "
+            f"({type(last_error).__name__}: {last_error}). {ADVICE}"
         )
 
-    print(f"[download] downloading {model} (files already in the cache are skipped)", flush=True)
+    log.info("downloading %s (files already in the cache are skipped)", model)
     path = snapshot_download(model, token=token, ignore_patterns=IGNORE_PATTERNS)
-    print(f"[download] {model} is ready in {path}", flush=True)
+    log.info("%s is ready in %s", model, path)
     return ModelFiles(path=path, offline=True)

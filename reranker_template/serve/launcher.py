@@ -12,6 +12,7 @@ Why a launcher between supervisord and vLLM:
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,9 +29,10 @@ from reranker_template.errors import ModelUnavailable
 from reranker_template.paths import Paths, default_paths
 from reranker_template.plan.contract import Plan, read_plan
 from reranker_template.serve.download import check_local_model, fetch_hub_model
+from reranker_template.serve.processes import setup_logging, signal_group_except_self
 from reranker_template.serve.provisioning import wait_for_provisioning
 from reranker_template.serve.status import Phase, QualityState, VllmStatus, read_status, write_status
-from reranker_template.settings import Settings, load_settings
+from reranker_template.settings import Settings, is_true, load_settings
 
 # Starts allowed to fail at loading before the launcher gives up (exits at once, so supervisord FATALs).
 MAX_LOAD_FAILURES = 2
@@ -39,9 +41,7 @@ EXIT_GAVE_UP = 3
 # Environment vLLM must not see: VLLM_API_KEY would make vLLM demand a key on loopback (the gateway does auth).
 SCRUBBED_ENV = ("VLLM_API_KEY",)
 
-
-def log(message: str) -> None:
-    print(f"[launcher] {message}", flush=True)
+log = logging.getLogger("reranker.launcher")
 
 
 class OutputPump(threading.Thread):
@@ -79,16 +79,17 @@ class OutputPump(threading.Thread):
 def health_ok(url: str, timeout: float) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
 class Launcher:
-    def __init__(self, settings: Settings, paths: Paths, plan: Plan) -> None:
+    def __init__(self, settings: Settings, paths: Paths, plan: Plan, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.paths = paths
         self.plan = plan
+        self.env = dict(os.environ if env is None else env)  # what vLLM's environment starts from
         self.status = read_status(paths.vllm_status_file) or VllmStatus()
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
@@ -105,9 +106,9 @@ class Launcher:
     def give_up(self, reason: str, *, final: bool) -> int:
         failures = MAX_LOAD_FAILURES if final else self.status.load_failures + 1
         self.report(Phase.FAILED, reason, load_failures=failures)
-        log(f"vLLM cannot serve {self.plan.model}: {reason}")
+        log.error("vLLM cannot serve %s: %s", self.plan.model, reason)
         if failures >= MAX_LOAD_FAILURES:
-            log("not retrying: fix the cause (see above), then restart the stack or `supervisorctl restart vllm`")
+            log.info("not retrying: fix the cause (see above), then restart the stack or `supervisorctl restart vllm`")
         return 1
 
     def preflight(self) -> dict[str, str] | None:
@@ -119,7 +120,7 @@ class Launcher:
                 check_local_model(self.settings.model_name)
                 return {}
             self.report(Phase.DOWNLOADING)
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+            offline = is_true(self.env.get("HF_HUB_OFFLINE"))
             files = fetch_hub_model(self.settings.model_name, self.settings.hf_token, offline=offline)
             return {"HF_HUB_OFFLINE": "1"} if files.offline else {}
         except ModelUnavailable as exc:
@@ -131,7 +132,7 @@ class Launcher:
         marker_dir = self.paths.provisioning_marker_dir
         if (marker_dir / ".provisioning").exists():
             self.report(Phase.PROVISIONING)
-            log("waiting for PROVISIONING_SCRIPT to finish")
+            log.info("waiting for PROVISIONING_SCRIPT to finish")
         outcome = wait_for_provisioning(marker_dir, self.settings.provisioning_timeout + 60)
         if not outcome.may_start_vllm:
             self.give_up(outcome.reason or "PROVISIONING_SCRIPT failed (PROVISIONING_FAILURE=stop)", final=True)
@@ -140,18 +141,18 @@ class Launcher:
 
     def run(self) -> int:
         if self.status.load_failures >= MAX_LOAD_FAILURES:
-            log(f"vLLM failed to start {self.status.load_failures} times: {self.status.reason}")
-            log("giving up; fix the cause, then restart the stack (or `supervisorctl restart vllm`)")
+            log.info("vLLM failed to start %d times: %s", self.status.load_failures, self.status.reason)
+            log.info("giving up; fix the cause, then restart the stack (or `supervisorctl restart vllm`)")
             return EXIT_GAVE_UP
         extra_env = self.preflight()
         if extra_env is None or self.stopping.is_set():
             return 0 if self.stopping.is_set() else 1
 
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+        env = {k: v for k, v in self.env.items() if k not in SCRUBBED_ENV}
         env.update(self.plan.vllm_env)
         env.update(extra_env)
         self.report(Phase.STARTING, quality_check=QualityState.PENDING, quality_detail=None)
-        log("starting vLLM: " + " ".join(self.plan.vllm_command))
+        log.info("starting vLLM: %s", " ".join(self.plan.vllm_command))
         self.child = subprocess.Popen(self.plan.vllm_command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.child.stdout is not None
         pump = OutputPump(self.child.stdout, self.paths.log_file("vllm"))
@@ -160,13 +161,13 @@ class Launcher:
         became_ready = self.wait_until_ready()
         if became_ready:
             self.report(Phase.READY, load_failures=0)
-            log(f"vLLM is ready on 127.0.0.1:{self.plan.vllm_port}")
+            log.info("vLLM is ready on 127.0.0.1:%s", self.plan.vllm_port)
             self.after_ready()
             self.watch()
         code = self.child.wait()
         # vLLM's engine process outlives an API server that was killed (SIGKILL, OOM killer): it would hold
         # its memory (on a GPU, the card) while supervisord starts the next vLLM. End what is left of vLLM.
-        kill_group_except_self(signal.SIGKILL)
+        signal_group_except_self(signal.SIGKILL)
         pump.join(timeout=5)
         if self.stopping.is_set():
             self.report(Phase.STOPPED)
@@ -174,7 +175,7 @@ class Launcher:
         if not became_ready:
             return self.give_up(f"vLLM exited with status {code} while loading: {pump.failure_reason()}", final=False)
         self.report(Phase.DOWN, f"vLLM exited with status {code}: {pump.failure_reason()}")
-        log(f"vLLM exited with status {code}; supervisord will restart it")
+        log.info("vLLM exited with status %s; supervisord will restart it", code)
         return 1
 
     def wait_until_ready(self) -> bool:
@@ -207,11 +208,11 @@ class Launcher:
                 continue
             silent = time.monotonic() - last_ok
             if silent >= self.settings.watchdog_timeout and self.child.poll() is None:
-                log(
-                    f"vLLM has not answered /health for {silent:.0f} s although it is running: killing it for a restart"
+                log.warning(
+                    "vLLM has not answered /health for %.0f s although it is running: killing it for a restart", silent
                 )
                 self.report(Phase.DOWN, f"vLLM stopped answering for {silent:.0f} s; restarting it")
-                kill_group_except_self(signal.SIGKILL)
+                signal_group_except_self(signal.SIGKILL)
                 return
 
     def stop(self, signum: int, _frame: object) -> None:
@@ -227,41 +228,16 @@ class Launcher:
         try:
             self.child.wait(timeout=STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            log(f"vLLM ignored SIGTERM for {STOP_GRACE_SECONDS:.0f} s: killing its process group")
-            kill_group_except_self(signal.SIGKILL)
-
-
-def kill_group_except_self(sig: int) -> None:
-    """Signal every process of our process group (vLLM and its engine processes) but the launcher."""
-    pgid = os.getpgid(0)
-    me = os.getpid()
-    for pid in _pids_in_group(pgid):
-        if pid != me:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def _pids_in_group(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
-            pids.append(int(entry.name))
-    return pids
+            log.info("vLLM ignored SIGTERM for %.0f s: killing its process group", STOP_GRACE_SECONDS)
+            signal_group_except_self(signal.SIGKILL)
 
 
 def main(load: Callable[[], Settings] = load_settings) -> int:
+    setup_logging()
     settings = load()
     paths = default_paths()
     plan = read_plan(paths.plan_file)
-    launcher = Launcher(settings, paths, plan)
+    launcher = Launcher(settings, paths, plan, os.environ)
     signal.signal(signal.SIGTERM, launcher.stop)
     signal.signal(signal.SIGINT, launcher.stop)
     return launcher.run()

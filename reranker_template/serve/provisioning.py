@@ -16,23 +16,24 @@ differs; PROVISIONING_TIMEOUT bounds a script that hangs (its whole process grou
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlparse
 
 from reranker_template.errors import ProvisioningError
+from reranker_template.fileio import read_json_object, write_json
 from reranker_template.paths import Paths
-from reranker_template.settings import Settings
+from reranker_template.serve.processes import terminate_group
+from reranker_template.settings import ProvisioningFailure, Settings
 
 RUNNING_MARKER = ".provisioning"
 COMPLETE_MARKER = ".provisioning_complete"
@@ -40,30 +41,50 @@ FAILED_MARKER = ".provisioning_failed"
 LOG_NAME = "provisioning"
 # After SIGTERM on a timeout, the script's process group gets this long before SIGKILL.
 KILL_GRACE_SECONDS = 5.0
+# Markers hold no secret (the source is redacted) and other tooling on the instance may read them.
+MARKER_MODE = 0o644
+
+
+class RunState(StrEnum):
+    """What `run_provisioning` did."""
+
+    NOT_CONFIGURED = "not-configured"  # no PROVISIONING_SCRIPT
+    ALREADY_DONE = "already-done"  # this script succeeded on an earlier boot
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class WaitState(StrEnum):
+    """What the markers say once `wait_for_provisioning` stops waiting."""
+
+    NONE = "none"  # nothing ran here (no script, or no marker yet)
+    COMPLETE = "complete"
+    FAILED = "failed"
+    TIMEOUT = "timeout"  # still running after the launcher's deadline
 
 
 @dataclass(frozen=True)
 class ProvisioningResult:
     """What `run_provisioning` did. `may_start_vllm` is what the stack acts on."""
 
-    state: str  # "not-configured" | "already-done" | "succeeded" | "failed"
+    state: RunState
     source: str | None = None
     reason: str | None = None
     exit_code: int | None = None
-    policy: str = "continue"
+    policy: ProvisioningFailure = ProvisioningFailure.CONTINUE
     seconds: float = 0.0
     log_file: str | None = None
 
     @property
     def may_start_vllm(self) -> bool:
-        return self.state != "failed" or self.policy == "continue"
+        return self.state != RunState.FAILED or self.policy == ProvisioningFailure.CONTINUE
 
 
 @dataclass(frozen=True)
 class ProvisioningWait:
     """What `wait_for_provisioning` saw. `may_start_vllm` False: keep vLLM down and report `reason`."""
 
-    state: str  # "none" | "complete" | "failed" | "timeout"
+    state: WaitState
     may_start_vllm: bool
     reason: str | None = None
 
@@ -78,40 +99,18 @@ class Download:
     read_timeout: float = 60.0
 
 
-def marker_dir_for(paths: Paths) -> Path:
-    """`/` in the container (Vast's own tooling looks there), the state directory elsewhere."""
-    return paths.provisioning_marker_dir
-
-
 # --- markers -------------------------------------------------------------------------------------
 
 
-def _read_marker(path: Path) -> dict[str, object] | None:
-    """A marker's JSON; an empty or foreign marker (written by other tooling) reads as {}."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    """A marker's JSON, None when there is none; an empty or foreign marker (other tooling's) reads as {}."""
+    if not path.exists():
         return None
-    except OSError:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path) or {}
 
 
-def _write_marker(path: Path, data: dict[str, object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, path)
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+def _write_marker(path: Path, data: dict[str, Any]) -> None:
+    write_json(path, data, mode=MARKER_MODE)
 
 
 def already_done(settings: Settings, marker_dir: Path) -> bool:
@@ -131,10 +130,10 @@ def mark_pending(settings: Settings, marker_dir: Path) -> bool:
     Call it once per boot, before supervisord starts: it also clears a running marker left by a boot
     that was interrupted mid-script, which would otherwise hold vLLM back."""
     if not settings.provisioning_script or already_done(settings, marker_dir):
-        _remove(marker_dir / RUNNING_MARKER)
+        (marker_dir / RUNNING_MARKER).unlink(missing_ok=True)
         return False
     marker_dir.mkdir(parents=True, exist_ok=True)
-    _remove(marker_dir / FAILED_MARKER)
+    (marker_dir / FAILED_MARKER).unlink(missing_ok=True)
     _write_marker(
         marker_dir / RUNNING_MARKER,
         {"source": redact(settings.provisioning_script), "pid": None, "started": time.time()},
@@ -143,10 +142,6 @@ def mark_pending(settings: Settings, marker_dir: Path) -> bool:
 
 
 # --- fetching ------------------------------------------------------------------------------------
-
-
-def is_url(source: str) -> bool:
-    return urlparse(source).scheme.lower() in ("http", "https")
 
 
 def redact(source: str) -> str:
@@ -203,7 +198,8 @@ def _download(url: str, download: Download) -> bytes:
             response = session.get(url, timeout=(download.connect_timeout, download.read_timeout))
         except requests.RequestException as exc:
             raise ProvisioningError(
-                f"could not download PROVISIONING_SCRIPT {redact(url)} after {download.retries} retries: {type(exc).__name__}"
+                f"could not download PROVISIONING_SCRIPT {redact(url)} after {download.retries} retries: "
+                f"{type(exc).__name__}"
             ) from None
         if response.status_code != 200:
             raise ProvisioningError(
@@ -241,27 +237,6 @@ def _tee(stream: TextIO, sinks: list[TextIO]) -> None:
                 sink.flush()
             except (OSError, ValueError):  # a closed sink must not stop the others
                 pass
-
-
-def _kill_group(process: subprocess.Popen[str], grace_seconds: float) -> None:
-    """SIGTERM the script's whole process group, then SIGKILL whatever is left after a grace period."""
-    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, None)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        if wait is None:
-            process.wait()
-            return
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; children in the group may still run.
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
 
 
 def script_env(base: Mapping[str, str]) -> dict[str, str]:
@@ -302,7 +277,7 @@ def execute(
     try:
         code: int | None = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process, grace_seconds)
+        terminate_group(process, grace_seconds)
         code = None
     # A background process the script left running may keep the pipe open: do not wait on it for long.
     reader.join(timeout=2.0)
@@ -334,71 +309,87 @@ def run_provisioning(
     echo = echo or sys.stdout
     policy = settings.provisioning_failure
     if not settings.provisioning_script:
-        return ProvisioningResult(state="not-configured", policy=policy)
+        return ProvisioningResult(RunState.NOT_CONFIGURED, policy=policy)
     source = redact(settings.provisioning_script)
-    running = marker_dir / RUNNING_MARKER
     if already_done(settings, marker_dir):
-        _remove(running)  # a pending marker from mark_pending must not hold vLLM back
+        # A pending marker from mark_pending must not hold vLLM back.
+        (marker_dir / RUNNING_MARKER).unlink(missing_ok=True)
         _say(f"already done on an earlier boot ({marker_dir / COMPLETE_MARKER} exists); not running it again", [echo])
-        return ProvisioningResult(state="already-done", source=source, policy=policy)
+        return ProvisioningResult(RunState.ALREADY_DONE, source=source, policy=policy)
 
     marker_dir.mkdir(parents=True, exist_ok=True)
     paths.log_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = paths.state_dir / "provisioning"
-    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = paths.log_file(LOG_NAME)
-    _remove(marker_dir / FAILED_MARKER)
-    _write_marker(running, {"source": source, "pid": os.getpid(), "started": time.time()})
-    identity = {"source_id": source_id(settings.provisioning_script)}
+    (marker_dir / FAILED_MARKER).unlink(missing_ok=True)
+    _write_marker(marker_dir / RUNNING_MARKER, {"source": source, "pid": os.getpid(), "started": time.time()})
     started = time.monotonic()
     with open(log_path, "a", encoding="utf-8", errors="replace") as log:
         sinks: list[TextIO] = [echo, log]
         exit_code: int | None = None
         try:
-            _say(f"fetching {source}", sinks)
-            content = fetch_script(settings.provisioning_script, download)
-            digest = check_sha256(content, settings.provisioning_sha256)
-            script = work_dir / "script"
-            script.write_bytes(content)
-            script.chmod(0o700)
-            cwd = paths.cache_dir.parent if paths.cache_dir is not None else paths.state_dir
-            _say(
-                f"running it (sha256 {digest}, timeout {settings.provisioning_timeout:g} s, output also in {log_path})",
-                sinks,
-            )
-            exit_code = execute(
-                script_command(script, content),
-                cwd=cwd,
-                timeout=settings.provisioning_timeout,
-                log=log,
-                echo=echo,
-                env=script_env(os.environ),
-            )
-            if exit_code is None:
-                raise ProvisioningError(
-                    f"the script ran longer than PROVISIONING_TIMEOUT={settings.provisioning_timeout:g} s and was stopped"
-                )
-            if exit_code != 0:
-                raise ProvisioningError(f"the script exited with status {exit_code}")
+            exit_code = _fetch_and_run(settings, paths, download, log, sinks)
+            problem = _exit_problem(exit_code, settings.provisioning_timeout)
         except (ProvisioningError, OSError) as exc:
-            reason = str(exc) if isinstance(exc, ProvisioningError) else f"could not run the script: {exc}"
-            seconds = time.monotonic() - started
-            result = ProvisioningResult("failed", source, reason, exit_code, policy, seconds, str(log_path))
-            _write_marker(marker_dir / FAILED_MARKER, asdict(result) | identity)
-            _remove(running)
-            then = (
-                "vLLM starts anyway (PROVISIONING_FAILURE=continue)"
-                if policy == "continue"
-                else "vLLM will not start (PROVISIONING_FAILURE=stop)"
-            )
-            _say(f"FAILED: {reason}; {then}", sinks)
-            return result
+            problem = str(exc) if isinstance(exc, ProvisioningError) else f"could not run the script: {exc}"
         seconds = time.monotonic() - started
-        result = ProvisioningResult("succeeded", source, None, 0, policy, seconds, str(log_path))
-        _write_marker(marker_dir / COMPLETE_MARKER, asdict(result) | identity)
-        _remove(running)
-        _say(f"done in {seconds:.1f} s; {marker_dir / COMPLETE_MARKER} stops later boots from running it again", sinks)
-        return result
+        if problem is None:
+            result = ProvisioningResult(RunState.SUCCEEDED, source, None, 0, policy, seconds, str(log_path))
+            return _finish(result, settings, marker_dir / COMPLETE_MARKER, sinks)
+        result = ProvisioningResult(RunState.FAILED, source, problem, exit_code, policy, seconds, str(log_path))
+        return _finish(result, settings, marker_dir / FAILED_MARKER, sinks)
+
+
+def _fetch_and_run(
+    settings: Settings, paths: Paths, download: Download, log: TextIO, sinks: list[TextIO]
+) -> int | None:
+    """Fetch the script, check its checksum, run it; its exit status (None: killed at the timeout)."""
+    assert settings.provisioning_script
+    _say(f"fetching {redact(settings.provisioning_script)}", sinks)
+    content = fetch_script(settings.provisioning_script, download)
+    digest = check_sha256(content, settings.provisioning_sha256)
+    work_dir = paths.state_dir / "provisioning"
+    work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    script = work_dir / "script"
+    script.write_bytes(content)
+    script.chmod(0o700)
+    cwd = paths.cache_dir.parent if paths.cache_dir is not None else paths.state_dir
+    _say(
+        f"running it (sha256 {digest}, timeout {settings.provisioning_timeout:g} s, output also in {log.name})",
+        sinks,
+    )
+    return execute(
+        script_command(script, content),
+        cwd=cwd,
+        timeout=settings.provisioning_timeout,
+        log=log,
+        echo=sinks[0],
+        env=script_env(os.environ),
+    )
+
+
+def _exit_problem(exit_code: int | None, timeout: float) -> str | None:
+    if exit_code is None:
+        return f"the script ran longer than PROVISIONING_TIMEOUT={timeout:g} s and was stopped"
+    if exit_code != 0:
+        return f"the script exited with status {exit_code}"
+    return None
+
+
+def _finish(result: ProvisioningResult, settings: Settings, marker: Path, sinks: list[TextIO]) -> ProvisioningResult:
+    """Record `result` in `marker` (with the script's identity), end the running marker, say how it went."""
+    identity = {"source_id": source_id(settings.provisioning_script or "")}
+    _write_marker(marker, asdict(result) | identity)
+    marker.with_name(RUNNING_MARKER).unlink(missing_ok=True)
+    if result.state is RunState.SUCCEEDED:
+        _say(f"done in {result.seconds:.1f} s; {marker} stops later boots from running it again", sinks)
+    else:
+        then = (
+            "vLLM starts anyway (PROVISIONING_FAILURE=continue)"
+            if result.may_start_vllm
+            else "vLLM will not start (PROVISIONING_FAILURE=stop)"
+        )
+        _say(f"FAILED: {result.reason}; {then}", sinks)
+    return result
 
 
 # --- waiting (the vLLM launcher) ---------------------------------------------------------------
@@ -422,15 +413,15 @@ def provisioning_state(marker_dir: Path) -> ProvisioningWait | None:
     if running is not None:
         if _pid_alive(running.get("pid")):
             return None
-        return ProvisioningWait("failed", True, "the provisioning process died before it finished")
+        return ProvisioningWait(WaitState.FAILED, True, "the provisioning process died before it finished")
     failed = _read_marker(marker_dir / FAILED_MARKER)
     if failed is not None:
         policy = failed.get("policy", "continue")
         reason = f"PROVISIONING_SCRIPT failed: {failed.get('reason') or 'see provisioning.log'}"
-        return ProvisioningWait("failed", policy != "stop", reason)
+        return ProvisioningWait(WaitState.FAILED, policy != ProvisioningFailure.STOP, reason)
     if (marker_dir / COMPLETE_MARKER).exists():
-        return ProvisioningWait("complete", True)
-    return ProvisioningWait("none", True)
+        return ProvisioningWait(WaitState.COMPLETE, True)
+    return ProvisioningWait(WaitState.NONE, True)
 
 
 def wait_for_provisioning(marker_dir: Path, timeout: float | None, *, poll_seconds: float = 0.2) -> ProvisioningWait:
@@ -446,6 +437,6 @@ def wait_for_provisioning(marker_dir: Path, timeout: float | None, *, poll_secon
             return state
         if deadline is not None and time.monotonic() >= deadline:
             return ProvisioningWait(
-                "timeout", True, f"provisioning still running after {timeout:g} s; starting vLLM anyway"
+                WaitState.TIMEOUT, True, f"provisioning still running after {timeout:g} s; starting vLLM anyway"
             )
         time.sleep(poll_seconds)

@@ -7,16 +7,18 @@ triples in several languages catches that in about a second, so /health can say 
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from reranker_template.client import RerankerClient, RerankerError
 from reranker_template.plan.contract import Plan
 from reranker_template.serve.status import QualityState
 from reranker_template.settings import Settings
+
+log = logging.getLogger("reranker.quality")
+# Seconds per scoring call; vLLM on loopback answers these pairs in well under a second once it is ready.
+SCORE_TIMEOUT = 30.0
 
 # (language, query, relevant document, irrelevant document)
 TRIPLES: tuple[tuple[str, str, str, str], ...] = (
@@ -79,19 +81,14 @@ def judge(scores: Mapping[int, float]) -> QualityOutcome:
     return QualityOutcome(QualityState.FAILED, summary + "; wrong for " + "; ".join(wrong))
 
 
-def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def score_triples(base_url: str, model: str, timeout: float = 30.0) -> dict[int, float]:
-    """One /score call per triple (query vs. its two documents)."""
+def score_triples(base_url: str, model: str, timeout: float = SCORE_TIMEOUT) -> dict[int, float]:
+    """One /v1/score call per triple (query vs. its two documents), straight to vLLM on loopback: no token,
+    and no retries (`retry_for=0`), so a vLLM that is gone fails the check at once instead of stalling it."""
     scores: dict[int, float] = {}
-    for k, (_, query, relevant, irrelevant) in enumerate(TRIPLES):
-        reply = _post(f"{base_url}/score", {"model": model, "text_1": query, "text_2": [relevant, irrelevant]}, timeout)
-        for item in reply["data"]:
-            scores[2 * k + item["index"]] = float(item["score"])
+    with RerankerClient(base_url, model=model, timeout=timeout, retry_for=0) as client:
+        for k, (_, query, relevant, irrelevant) in enumerate(TRIPLES):
+            relevant_score, irrelevant_score = client.score(query, [relevant, irrelevant]).scores
+            scores[2 * k], scores[2 * k + 1] = relevant_score, irrelevant_score
     return scores
 
 
@@ -106,8 +103,8 @@ def likely_cause(plan: Plan) -> str:
     if _scores_yes_no(plan) and not plan.score_template:
         return (
             "the score template is missing: this model scores yes/no in its authors' prompt format, and vLLM "
-            "without --chat-template scores the bare text. Remove --hf-overrides from VLLM_ARGS (or RERANKER_PRESET=none) "
-            "so the preset adds both, or pass the template with --chat-template"
+            "without --chat-template scores the bare text. Remove --hf-overrides from VLLM_ARGS "
+            "(or RERANKER_PRESET=none) so the preset adds both, or pass the template with --chat-template"
         )
     if preset is None:
         return (
@@ -128,16 +125,15 @@ def run_quality_check(settings: Settings, plan: Plan) -> QualityOutcome:
     base_url = f"http://127.0.0.1:{plan.vllm_port}"
     try:
         outcome = judge(score_triples(base_url, plan.served_model_name))
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+    except (RerankerError, KeyError, TypeError, ValueError) as exc:  # unreachable, refused, or an odd answer
         return QualityOutcome(QualityState.SKIPPED, f"could not score the known-answer pairs: {exc}")
     if outcome.state is QualityState.FAILED:
         cause = likely_cause(plan)
         outcome = QualityOutcome(QualityState.FAILED, f"{outcome.detail}. Likely cause: {cause}")
-        print(
-            "[quality] WARNING: relevant documents do NOT outrank irrelevant ones; the scores are probably "
-            f"meaningless. {outcome.detail}",
-            flush=True,
+        log.warning(
+            "WARNING: relevant documents do NOT outrank irrelevant ones; the scores are probably meaningless. %s",
+            outcome.detail,
         )
     else:
-        print(f"[quality] {outcome.detail}", flush=True)
+        log.info("%s", outcome.detail)
     return outcome

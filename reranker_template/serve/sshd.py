@@ -12,6 +12,7 @@ finds sshd and checks the result with `sshd -t` before supervisord starts it (su
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reranker_template.fileio import atomic_write
 from reranker_template.paths import Paths
 from reranker_template.settings import Settings
 
@@ -30,6 +32,7 @@ PRIVSEP_DIR = Path("/run/sshd")
 SSHD_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/sbin"
 
 Reporter = Callable[[str], None]
+log = logging.getLogger("reranker.sshd")
 
 
 @dataclass(frozen=True)
@@ -145,22 +148,12 @@ def ensure_host_keys(files: SshdFiles) -> list[Path]:
     return created
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file that only its owner can read, replacing the old one atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def write_files(settings: Settings, files: SshdFiles, listen: Sequence[str] = ()) -> None:
     files.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(files.directory, 0o700)
     ensure_host_keys(files)
-    _write_private(files.authorized_keys, render_authorized_keys(settings))
-    _write_private(files.config, render_config(settings, files, listen))
+    atomic_write(files.authorized_keys, render_authorized_keys(settings))  # private (0600), as sshd wants
+    atomic_write(files.config, render_config(settings, files, listen))
 
 
 def check_config(program: SshdProgram) -> str | None:
@@ -196,7 +189,7 @@ def prepare(
     *,
     listen: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-    report: Reporter = lambda line: print(f"[reranker] {line}", flush=True),
+    report: Reporter = log.info,
 ) -> SshdProgram | None:
     """Everything sshd needs before supervisord starts it, or None (no key, no sshd, bad config).
 

@@ -9,6 +9,7 @@ process of the stack still alive, so nothing is ever left behind.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import stat
@@ -22,17 +23,18 @@ from pathlib import Path
 from reranker_template.errors import ConfigError, ModelUnavailable
 from reranker_template.facts.machine import detect_hardware, find_runtime
 from reranker_template.facts.model import inspect_model
-from reranker_template.paths import Paths, container_paths, local_paths
+from reranker_template.paths import WORKSPACE, Paths, container_paths, local_paths
 from reranker_template.plan.build import make_plan
 from reranker_template.plan.contract import Plan, write_plan
 from reranker_template.serve.download import check_local_model
+from reranker_template.serve.processes import STACK_ID_VAR, kill_stack_processes, send_signal, setup_logging
 from reranker_template.serve.provisioning import mark_pending
 from reranker_template.serve.sshd import prepare as prepare_sshd
 from reranker_template.serve.status import Phase, VllmStatus, write_status
 from reranker_template.serve.supervisor import VLLM_STOP_WAIT_SECONDS, SupervisorConfig, render
 from reranker_template.settings import Settings, load_settings
 
-STACK_ID_VAR = "RERANKER_STACK_ID"
+log = logging.getLogger("reranker.stack")
 # supervisord stops programs one after another: vLLM's bounded stop, the gateway's, and a margin.
 SHUTDOWN_TIMEOUT_SECONDS = VLLM_STOP_WAIT_SECONDS + 20
 
@@ -42,6 +44,7 @@ class StackSpec:
     settings: Settings
     paths: Paths
     plan: Plan
+    env: dict[str, str]  # the environment the stack plans with and its programs inherit
 
 
 def build_plan(settings: Settings, env: Mapping[str, str]) -> Plan:
@@ -60,17 +63,19 @@ def build_plan(settings: Settings, env: Mapping[str, str]) -> Plan:
     return make_plan(settings, hardware, model, find_runtime())
 
 
-def prepare(container: bool, env: Mapping[str, str] | None = None) -> StackSpec:
-    env = dict(os.environ if env is None else env)
-    settings = load_settings(env)
-    paths = container_paths(env) if container else local_paths(env)
-    if container and paths.cache_dir is not None:
-        # Caches on the persistent volume: a restarted instance neither downloads nor compiles again.
-        os.environ.setdefault("HF_HOME", str(paths.cache_dir / "huggingface"))
-        os.environ.setdefault("VLLM_CACHE_ROOT", str(paths.cache_dir / "vllm"))
-        env = dict(os.environ)
-    plan = build_plan(settings, env)
-    return StackSpec(settings=settings, paths=paths, plan=plan)
+def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace: Path = WORKSPACE) -> StackSpec:
+    """Settings, paths and plan for a stack run with `env` (default: this process's environment).
+
+    `env` is read, never changed, and neither is os.environ: the cache locations the paths decide
+    (`Paths.cache_env`) are added to a copy, in which a variable already set wins, and that copy is what
+    the plan sees and what every program of the stack inherits (`StackSpec.env`).
+    """
+    given = dict(os.environ if env is None else env)
+    paths = container_paths(given, workspace) if container else local_paths(given)
+    stack_env = {**paths.cache_env(), **given}
+    settings = load_settings(stack_env)
+    plan = build_plan(settings, stack_env)
+    return StackSpec(settings=settings, paths=paths, plan=plan, env=stack_env)
 
 
 def write_runtime_files(spec: StackSpec) -> Path:
@@ -86,10 +91,10 @@ def write_runtime_files(spec: StackSpec) -> Path:
         paths=paths,
         provisioning=bool(spec.settings.provisioning_script),
         include_dir="/etc/supervisor/conf.d" if paths.container and Path("/etc/supervisor/conf.d").is_dir() else None,
-        sshd=prepare_sshd(spec.settings, paths),  # None unless SSH_PUBLIC_KEY is set and sshd exists
+        sshd=prepare_sshd(spec.settings, paths, env=spec.env),  # None unless SSH_PUBLIC_KEY is set and sshd exists
     )
     paths.supervisor_conf.write_text(render(config))
-    if paths.container and "RERANKER_STATE_DIR" not in os.environ:
+    if paths.container and "RERANKER_STATE_DIR" not in spec.env:
         _link_default_supervisor_conf(paths.supervisor_conf)
     return paths.supervisor_conf
 
@@ -105,18 +110,14 @@ def _link_default_supervisor_conf(conf: Path) -> None:
         pass
 
 
-def print_banner(spec: StackSpec) -> None:
+def log_banner(spec: StackSpec) -> None:
     plan = spec.plan
-    print(
-        f"[reranker] model {plan.model} as {plan.served_model_name!r}, preset {plan.preset or 'none'}, device {plan.device}",
-        flush=True,
+    log.info(
+        "model %s as %r, preset %s, device %s", plan.model, plan.served_model_name, plan.preset or "none", plan.device
     )
-    print(
-        f"[reranker] vLLM on 127.0.0.1:{plan.vllm_port}, gateway on {spec.settings.gateway_host}:{plan.gateway_port}",
-        flush=True,
-    )
-    print(f"[reranker] logs in {spec.paths.log_dir}, state in {spec.paths.state_dir}", flush=True)
-    print(f"[reranker] supervisorctl -c {spec.paths.supervisor_conf} status   # see the services", flush=True)
+    log.info("vLLM on 127.0.0.1:%s, gateway on %s:%s", plan.vllm_port, spec.settings.gateway_host, plan.gateway_port)
+    log.info("logs in %s, state in %s", spec.paths.log_dir, spec.paths.state_dir)
+    log.info("supervisorctl -c %s status   # see the services", spec.paths.supervisor_conf)
 
 
 class StackRunner:
@@ -130,7 +131,7 @@ class StackRunner:
         self.stop_requested_at: float | None = None
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(self.spec.env)
         env.update(
             {
                 STACK_ID_VAR: self.stack_id,
@@ -146,14 +147,11 @@ class StackRunner:
             return
         if self.stop_requested_at is None:
             self.stop_requested_at = time.monotonic()
-            print(
-                f"[reranker] {signal.Signals(signum).name}: stopping every service (at most {SHUTDOWN_TIMEOUT_SECONDS} s)",
-                flush=True,
-            )
-            _signal(self.supervisord_pid, signal.SIGTERM)
+            log.info("%s: stopping every service (at most %s s)", signal.Signals(signum).name, SHUTDOWN_TIMEOUT_SECONDS)
+            send_signal(self.supervisord_pid, signal.SIGTERM)
         else:
-            print("[reranker] second signal: killing every service now", flush=True)
-            _signal(self.supervisord_pid, signal.SIGKILL)
+            log.info("second signal: killing every service now")
+            send_signal(self.supervisord_pid, signal.SIGKILL)
 
     def run(self) -> int:
         argv = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(self.conf)]
@@ -164,7 +162,7 @@ class StackRunner:
         code = self.wait_for_supervisord()
         killed = kill_stack_processes(self.stack_id)
         if killed:
-            print(f"[reranker] killed {killed} leftover process(es) of the stack", flush=True)
+            log.info("killed %d leftover process(es) of the stack", killed)
         return code
 
     def wait_for_supervisord(self) -> int:
@@ -175,8 +173,8 @@ class StackRunner:
                 self.stop_requested_at is not None
                 and time.monotonic() - self.stop_requested_at > SHUTDOWN_TIMEOUT_SECONDS
             ):
-                print("[reranker] services did not stop in time: killing them", flush=True)
-                _signal(self.supervisord_pid, signal.SIGKILL)
+                log.info("services did not stop in time: killing them")
+                send_signal(self.supervisord_pid, signal.SIGKILL)
                 self.stop_requested_at = time.monotonic()
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -200,33 +198,9 @@ def append_stdout_if_file() -> None:
         pass
 
 
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def kill_stack_processes(stack_id: str) -> int:
-    """SIGKILL any process that carries our stack id in its environment (children of children too)."""
-    marker = f"{STACK_ID_VAR}={stack_id}".encode()
-    me = os.getpid()
-    killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0"):
-            _signal(int(entry.name), signal.SIGKILL)
-            killed += 1
-    return killed
-
-
 def run(container: bool) -> int:
+    setup_logging()
     spec = prepare(container)
     conf = write_runtime_files(spec)
-    print_banner(spec)
+    log_banner(spec)
     return StackRunner(spec, conf).run()
