@@ -142,6 +142,8 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
     final = UserArgs(command)
     max_model_len = final.int_value("--max-model-len")
     score_template = final.has("--chat-template")
+    overrides = final.value("--hf-overrides") or ""
+    yes_no_scoring = "is_original_qwen3_reranker" in overrides or "classifier_from_token" in overrides
     split = score_template or choice.truncation is TruncationMode.SPLIT
     instruction_chars = len(settings.rerank_instruction or "")
     truncation = decide_truncation(settings.truncate, split, max_model_len, instruction_chars)
@@ -172,5 +174,6 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         model_source=model.source,
         max_model_len=max_model_len,
         score_template=score_template,
+        yes_no_scoring=yes_no_scoring,
         truncation=truncation,
     )

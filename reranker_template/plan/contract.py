@@ -60,6 +60,9 @@ class Plan:
     model_source: ModelSource = ModelSource.UNKNOWN  # where the model's facts came from
     max_model_len: int | None = None  # --max-model-len in the final command (ours or the user's)
     score_template: bool = False  # the command passes a --chat-template (a score template)
+    # vLLM scores a causal LM's yes/no tokens (--hf-overrides with is_original_qwen3_reranker or
+    # classifier_from_token): such a model needs its authors' prompt format, i.e. a score template.
+    yes_no_scoring: bool = False
     truncation: TruncationPolicy | None = None  # None: requests reach vLLM unchanged
     schema_version: int = SCHEMA_VERSION
 
@@ -99,6 +102,7 @@ class Plan:
                 model_source=ModelSource(data.get("model_source") or ModelSource.UNKNOWN),
                 max_model_len=data.get("max_model_len"),
                 score_template=bool(data.get("score_template")),
+                yes_no_scoring=bool(data.get("yes_no_scoring")),
                 truncation=_truncation(truncation) if truncation else None,
             )
         except (KeyError, TypeError, ValueError) as exc:

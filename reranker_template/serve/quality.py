@@ -92,15 +92,10 @@ def score_triples(base_url: str, model: str, timeout: float = SCORE_TIMEOUT) -> 
     return scores
 
 
-def _scores_yes_no(plan: Plan) -> bool:
-    """vLLM is told to score a causal LM's yes/no tokens (Qwen3-Reranker's method, via --hf-overrides)."""
-    return any("is_original_qwen3_reranker" in part or "classifier_from_token" in part for part in plan.vllm_command)
-
-
 def likely_cause(plan: Plan) -> str:
     """The most probable reason for a failed check, from the plan that started vLLM (one sentence)."""
     preset = plan.preset
-    if _scores_yes_no(plan) and not plan.score_template:
+    if plan.yes_no_scoring and not plan.score_template:
         return (
             "the score template is missing: this model scores yes/no in its authors' prompt format, and vLLM "
             "without --chat-template scores the bare text. Remove --hf-overrides from VLLM_ARGS "
