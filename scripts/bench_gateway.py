@@ -199,15 +199,15 @@ def bench_alone(args: argparse.Namespace) -> int:
             )
         )
         wait_http(f"http://127.0.0.1:{upstream_port}/health")
-        gateway_out = open(state / "stdout.log", "w")
-        procs.append(
-            subprocess.Popen(
-                pinned(args.gateway_cpu, [sys.executable, "-m", "reranker_template.cli", "gateway"]),
-                env=env,
-                stdout=gateway_out,
-                stderr=subprocess.STDOUT,
+        with open(state / "stdout.log", "w") as gateway_out:  # the child keeps its own copy of the descriptor
+            procs.append(
+                subprocess.Popen(
+                    pinned(args.gateway_cpu, [sys.executable, "-m", "reranker_template.cli", "gateway"]),
+                    env=env,
+                    stdout=gateway_out,
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
         wait_http(f"http://127.0.0.1:{gateway_port}/health")
         body = {"model": "bench", **RERANK_BODY}
         print(
@@ -281,7 +281,7 @@ def bench_compare(args: argparse.Namespace) -> int:
     # At concurrency 16 a CPU vLLM's latency is mostly queueing, and its noise hides the gateway's share;
     # one connection at a time shows what the gateway adds to each request.
     solo_direct, solo_gated = [], []
-    for run in range(args.runs):
+    for _run in range(args.runs):
         solo_direct.append(wrk(args.direct + "/v1/rerank", body, None, 1, args.duration, None))
         show("direct vLLM, 1 connection", solo_direct[-1])
         solo_gated.append(wrk(args.gateway + "/v1/rerank", body, args.token, 1, args.duration, None))
