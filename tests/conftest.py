@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from support.stack_runner import RunningStack, minilm_dir, start_stack
 
+pytest_plugins = ["support.vast_fixtures"]
+
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

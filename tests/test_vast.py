@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.fake_vast import API_KEY, FakeGateway, FakeVast, isolated_env, read_records, run_vast
+from support.fake_vast import API_KEY, read_records, run_vast
 
 from reranker_template.facts.model import inspect_model
 from reranker_template.plan.memory import required_gpu_memory_gib
@@ -29,25 +29,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "fixtures" / "models"
 FAST = ["--poll-interval", "0.01", "--timeout", "20"]
-
-
-@pytest.fixture
-def gateway():
-    server = FakeGateway().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(gateway):
-    server = FakeVast(gateway_port=gateway.port).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, fake):
-    return isolated_env(tmp_path, monkeypatch, fake)
 
 
 def need_gib(model: Path, tp: int = 1) -> float:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.fake_vast import API_KEY, USER_ID, FakeGateway, FakeVast, Reply, isolated_env, read_records, run_vast
+from support.fake_vast import API_KEY, USER_ID, Reply, read_records, run_vast
 
 from reranker_template.errors import InstanceFailed
 from reranker_template.vast.api import make_client
@@ -28,25 +28,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--poll-interval", "0.01", "--timeout", "20"]
-
-
-@pytest.fixture
-def gateway():
-    server = FakeGateway().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(gateway):
-    server = FakeVast(gateway_port=gateway.port).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, fake):
-    return isolated_env(tmp_path, monkeypatch, fake)
 
 
 # ------------------------------------------------------------------------------------------------- waiting
