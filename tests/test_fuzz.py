@@ -125,7 +125,9 @@ def post(stack: RunningStack, route: str, body: bytes) -> requests.Response:
     ),
     route=st.sampled_from(["/v1/rerank", "/v2/rerank", "/rerank"]),
 )
-def test_fuzz_rerank_bodies(stack: RunningStack, model: Any, query: Any, docs: Any, extra: dict, route: str) -> None:
+def test_fuzz_rerank_bodies(
+    stack: RunningStack, model: Any, query: Any, docs: Any, extra: dict[str, Any], route: str
+) -> None:
     body = {"model": model, "query": query, "documents": docs, **extra}
     response = post(stack, route, encode(body))
     check(response)
@@ -143,7 +145,7 @@ def test_fuzz_rerank_bodies(stack: RunningStack, model: Any, query: Any, docs: A
     ),
     route=st.sampled_from(["/v1/score", "/score"]),
 )
-def test_fuzz_score_bodies(stack: RunningStack, text_1: Any, text_2: Any, extra: dict, route: str) -> None:
+def test_fuzz_score_bodies(stack: RunningStack, text_1: Any, text_2: Any, extra: dict[str, Any], route: str) -> None:
     check(post(stack, route, encode({"model": "minilm", "text_1": text_1, "text_2": text_2, **extra})))
 
 
@@ -171,7 +173,7 @@ url_chars = st.text(
     authorized=st.booleans(),
 )
 def test_fuzz_routes_methods_and_headers(
-    stack: RunningStack, method: str, route: str, query: dict, header_values: list[str], authorized: bool
+    stack: RunningStack, method: str, route: str, query: dict[str, str], header_values: list[str], authorized: bool
 ) -> None:
     path = urllib.parse.quote(route, safe="/%")
     if query:

@@ -9,6 +9,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -54,7 +55,8 @@ def cookie_jar(gw: GatewayProcess, token: str) -> dict[str, str]:
 
 
 def call(gw: GatewayProcess, route: str, how: str) -> requests.Response:
-    url, kwargs = gw.url + route, {}
+    url = gw.url + route
+    kwargs: dict[str, Any] = {}
     if how == "wrong":
         kwargs["headers"] = {"Authorization": "Bearer not-the-token"}
     elif how == "bearer":
@@ -66,8 +68,9 @@ def call(gw: GatewayProcess, route: str, how: str) -> requests.Response:
     elif how == "basic":
         kwargs["auth"] = ("user", TOKEN)
     method = "POST" if route in ("/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/score") else "GET"
-    body = {"json": {"model": "m", "query": "q", "documents": ["d"]}} if method == "POST" else {}
-    return requests.request(method, url, timeout=10, allow_redirects=False, **kwargs, **body)
+    if method == "POST":
+        kwargs["json"] = {"model": "m", "query": "q", "documents": ["d"]}
+    return requests.request(method, url, timeout=10, allow_redirects=False, **kwargs)
 
 
 @pytest.mark.slow
@@ -225,7 +228,12 @@ def test_checker_accepts_only_configured_tokens() -> None:
     assert checker.matches("abc") and checker.matches("def")
     assert not checker.matches("ab") and not checker.matches("abcd") and not checker.matches("")
     assert not checker.matches(None)
-    assert not auth.TokenChecker([])
+    assert not auth.TokenChecker([]).matches("abc")
+
+
+def test_token_parameters_are_stripped_and_the_rest_kept_byte_for_byte() -> None:
+    assert auth.strip_token_param("token=a&x=1&token=b&token&y=2&token=") == "x=1&y=2"
+    assert auth.strip_token_param("q=%2F%20a&tokens=1&token=x") == "q=%2F%20a&tokens=1"
 
 
 def test_header_token_parsing() -> None:
@@ -257,3 +265,13 @@ def test_generated_token_is_private_and_reused(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert auth.load_or_create_token(path) == first
     assert list(path.parent.iterdir()) == [path]  # no temporary files left behind
+
+
+def test_an_empty_token_file_is_replaced_privately(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("\n")
+    path.chmod(0o644)
+    token = auth.load_or_create_token(path)
+    assert token and path.read_text().strip() == token
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert list(tmp_path.iterdir()) == [path]

@@ -3,21 +3,25 @@ status file, body limits, malformed requests, streaming, metrics, the generated 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import requests
+from aiohttp import web
 from support.gateway_upstream import REPO, FakeUpstream, GatewayProcess, start_gateway
 
-from reranker_template.gateway import health
+from reranker_template.gateway import health, responses
 from reranker_template.gateway.tls import fingerprint
+from reranker_template.plan.contract import Device, Plan, TruncationMode, TruncationPolicy, write_plan
+from reranker_template.protocol import RETRY_AFTER_SECONDS, HealthBody, HealthState
 from reranker_template.serve import status
 from reranker_template.serve.status import VllmStatus
 
@@ -115,6 +119,54 @@ def test_body_limit_malformed_json_and_streaming(gateway: GatewayProcess) -> Non
 
         streamed = requests.get(gateway.url + "/big?size=3000000", headers=BEARER, timeout=10)
         assert streamed.status_code == 200 and len(streamed.content) == 3_000_000
+    finally:
+        upstream.stop()
+
+
+@pytest.mark.slow
+def test_undecodable_body_is_a_400_json_not_a_500(gateway: GatewayProcess) -> None:
+    """Content-Encoding: gzip on bytes that are not gzip is the client's mistake: a 400 with aiohttp's
+    message, whether the body is read whole or streamed, and vLLM is not blamed (it stays ready)."""
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    try:
+        gateway.wait_status("ready")
+        gzip_json = {**BEARER, "Content-Encoding": "gzip", "Content-Type": "application/json"}
+        whole = requests.post(gateway.url + "/v1/rerank", data=b"not gzip at all", headers=gzip_json, timeout=5)
+        streamed = requests.post(  # chunked, no Content-Length: streamed to vLLM as it arrives
+            gateway.url + "/echo", data=iter([b"not gzip", b" at all"]), headers=gzip_json, timeout=5
+        )
+        for response in (whole, streamed):
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error == {
+                "message": "could not read the request body: Can not decode content-encoding: gzip",
+                "type": "BadRequestError",
+                "code": 400,
+            }
+        assert gateway.health().json()["status"] == "ready"
+        time.sleep(0.7)  # the access log is written in batches twice a second
+        assert "Traceback" not in gateway.log_text() and '" 500 ' not in gateway.log_text()
+    finally:
+        upstream.stop()
+
+
+@pytest.mark.slow
+def test_default_truncation_is_added_to_score_bodies_that_set_none(gateway: GatewayProcess) -> None:
+    """No plan (a gateway in front of the user's own vLLM) and TRUNCATE on: a too long pair is cut to the
+    model's limit, unless the request chose its own truncation; other routes pass through unchanged."""
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    try:
+        gateway.wait_status("ready")
+        score = {"model": "test-model", "text_1": "q", "text_2": ["a"]}
+
+        def forwarded(path: str, body: Mapping[str, object]) -> object:
+            return requests.post(gateway.url + path, json=body, headers=BEARER, timeout=5).json()["json"]
+
+        assert forwarded("/v1/score", score) == {**score, "truncate_prompt_tokens": -1}
+        assert forwarded("/score/", score) == {**score, "truncate_prompt_tokens": -1}
+        own = {**score, "truncate_prompt_tokens": 100}
+        assert forwarded("/v1/score", own) == own
+        assert forwarded("/v1/embeddings", score) == score
     finally:
         upstream.stop()
 
@@ -299,7 +351,127 @@ def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:
         (False, True, {"phase": "stopped"}, (503, "down")),
     ],
 )
-def test_health_report(ready: bool, ever: bool, status: dict, expected: tuple[int, str]) -> None:
+def test_health_report(ready: bool, ever: bool, status: dict[str, str], expected: tuple[int, str]) -> None:
     report = health.health_report(ready, ever, VllmStatus.from_json(status) if status else None, "m")
     assert (report.http_status, report.status) == expected
     assert report.model == "m"
+
+
+# --- what the gateway imports, and the one error shape, without a server ------------------------------
+
+FORBIDDEN_IN_GATEWAY = (
+    "reranker_template.plan.presets",
+    "reranker_template.plan.user_args",
+    "reranker_template.plan.build",
+    "rich",
+    "requests",
+    "vastai",
+)
+# A stack's plan as the gateway reads it: a score-template model, so truncation splits the budget.
+SPLIT_PLAN = Plan(
+    model="Qwen/Qwen3-Reranker-0.6B",
+    served_model_name="qwen3",
+    preset="qwen3-reranker",
+    device=Device.CPU,
+    gpu_count=0,
+    gpus_used=0,
+    tensor_parallel_size=1,
+    data_parallel_size=1,
+    vllm_command=("vllm", "serve", "Qwen/Qwen3-Reranker-0.6B", "--max-model-len", "8192"),
+    gateway_port=8000,
+    vllm_port=18000,
+    reasons=("a test plan",),
+    max_model_len=8192,
+    score_template=True,
+    truncation=TruncationPolicy(TruncationMode.SPLIT, 8192),
+)
+IMPORT_CHECK = """
+import asyncio, json, sys
+from pathlib import Path
+
+import reranker_template.cli.gateway  # `reranker gateway`: the CLI module, then the server it runs
+from aiohttp.test_utils import TestClient, TestServer
+from reranker_template.gateway import server, tls  # noqa: F401
+from reranker_template.gateway.app import GatewayConfig, build_app
+from reranker_template.paths import default_paths
+from reranker_template.settings import load_settings
+
+
+async def requests_through_the_app() -> tuple[list[int], str]:
+    config = GatewayConfig(load_settings(), default_paths(), tokens=("t",), poll_interval=60)
+    async with TestClient(TestServer(build_app(config))) as client:
+        auth = {"Authorization": "Bearer t"}
+        answers = [await client.get("/health"), await client.get("/", headers=auth)]
+        answers.append(await client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}, headers=auth))
+        return [answer.status for answer in answers], (await answers[0].json())["model"]
+
+
+statuses, model = asyncio.run(requests_through_the_app())
+print(json.dumps({"statuses": statuses, "model": model, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.slow
+def test_gateway_imports_neither_the_preset_table_nor_the_vllm_args_parser(tmp_path: Path) -> None:
+    """The gateway acts on what the plan decided (plan.json), so its process never loads the plan-time
+    code, nor the client-side libraries: checked in a fresh interpreter that serves a few requests."""
+    state = tmp_path / "state"
+    write_plan(state / "plan.json", SPLIT_PLAN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "GATEWAY_"))}
+    env.update(RERANKER_STATE_DIR=str(state), RERANKER_LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK], env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["statuses"] == [503, 200, 503]  # vLLM is not running: loading
+    assert report["model"] == SPLIT_PLAN.served_model_name  # the plan was read
+    loaded = set(report["modules"])
+    assert "reranker_template.plan.contract" in loaded and "reranker_template.gateway.proxy" in loaded
+    assert not loaded & set(FORBIDDEN_IN_GATEWAY)
+
+
+def test_error_bodies_have_one_shape() -> None:
+    refused = responses.json_error(401, "invalid token", responses.ErrorType.UNAUTHORIZED)
+    assert refused.content_type == "application/json"
+    assert json.loads(_body(refused)) == {"error": {"message": "invalid token", "type": "Unauthorized", "code": 401}}
+    large = responses.too_large(1000)
+    assert large.status == 413 and large.headers["Connection"] == "close"
+    assert json.loads(_body(large))["error"]["message"] == "request body larger than MAX_REQUEST_BYTES (1000 bytes)"
+
+
+@pytest.mark.parametrize(
+    "health, message",
+    [
+        (HealthBody(HealthState.LOADING, "m", "downloading"), "the model is loading (downloading); retry shortly"),
+        (HealthBody(HealthState.FAILED, "m", "failed", reason="bad flag"), "vLLM failed: bad flag"),
+        (HealthBody(HealthState.DOWN, reason="gone"), "vLLM is not answering (gone); retry shortly"),
+    ],
+)
+def test_not_ready_says_why_and_when_to_retry(health: HealthBody, message: str) -> None:
+    answer = responses.not_ready(health)
+    assert answer.status == 503 and answer.headers["Cache-Control"] == "no-store"
+    assert answer.headers["Retry-After"] == str(RETRY_AFTER_SECONDS[health.status])
+    assert json.loads(_body(answer)) == {
+        "error": {"message": message, "type": "ServiceUnavailable", "code": 503},
+        "status": str(health.status),
+    }
+
+
+def test_aiohttp_refusals_keep_their_specific_text() -> None:
+    """aiohttp's own exceptions in our shape: its specific text when it gave one, else the reason phrase."""
+    specific = responses.from_http_exception(web.HTTPBadRequest(text="bad multipart boundary"))
+    assert json.loads(_body(specific))["error"] == {
+        "message": "bad multipart boundary",
+        "type": "BadRequestError",
+        "code": 400,
+    }
+    generic = responses.from_http_exception(web.HTTPMethodNotAllowed("BREW", ["GET"]))
+    assert json.loads(_body(generic))["error"]["message"] == "Method Not Allowed"
+    server_side = responses.from_http_exception(web.HTTPServiceUnavailable())
+    assert json.loads(_body(server_side))["error"]["type"] == "ServerError"
+
+
+def _body(response: web.Response) -> bytes:
+    assert isinstance(response.body, bytes)
+    return response.body

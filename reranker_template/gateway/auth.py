@@ -11,30 +11,52 @@ import base64
 import binascii
 import hashlib
 import hmac
-import logging
 import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-log = logging.getLogger("reranker.gateway")
+from reranker_template.fileio import atomic_write
 
 COOKIE_MAX_AGE = 7 * 24 * 3600  # seconds; what Vast's own proxy uses
 TOKEN_PARAM = "token"
-AMBIENT_SOURCES = frozenset({"cookie", "basic"})  # a browser attaches these by itself: cross-site checks apply
 _REDACT = re.compile(r"(?i)((?:^|[?&;])(?:token|access_token|api_key)=)[^&;#\s]*")
 # Credentials as they appear in raw request bytes: an Authorization value, our cookie.
 _REDACT_RAW = re.compile(r"(?i)(\b(?:bearer|basic)\s+|\breranker_auth_[a-z0-9]*=)[^\s;'\"]+")
 
 
+class Source(StrEnum):
+    """How a request presented its token."""
+
+    BEARER = "bearer"
+    BASIC = "basic"
+    QUERY = "query"
+    COOKIE = "cookie"
+
+
+AMBIENT_SOURCES = frozenset({Source.COOKIE, Source.BASIC})  # a browser attaches these itself: cross-site checks apply
+
+
 @dataclass(frozen=True)
 class Credential:
-    """A presented token that matched, and how it was presented (bearer, basic, query, cookie)."""
+    """A presented token that matched, and how it was presented."""
 
     token: str
-    source: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class CookieAttributes:
+    """Our auth cookie: HttpOnly, SameSite=Lax, for the whole site; Secure when the gateway serves HTTPS."""
+
+    secure: bool
+    max_age: int = COOKIE_MAX_AGE
+    path: str = "/"
+    httponly: bool = True
+    samesite: str = "Lax"
 
 
 class TokenChecker:
@@ -42,9 +64,6 @@ class TokenChecker:
 
     def __init__(self, tokens: Iterable[str]) -> None:
         self._digests = tuple(_digest(t) for t in tokens if t)
-
-    def __bool__(self) -> bool:
-        return bool(self._digests)
 
     def matches(self, candidate: str | None) -> bool:
         if not candidate:
@@ -60,7 +79,7 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def header_token(authorization: str | None) -> tuple[str, str] | None:
+def header_token(authorization: str | None) -> tuple[str, Source] | None:
     """(token, "bearer"|"basic") from an Authorization header; None when absent or unreadable."""
     if not authorization:
         return None
@@ -68,7 +87,7 @@ def header_token(authorization: str | None) -> tuple[str, str] | None:
     scheme = scheme.lower()
     value = value.strip()
     if scheme == "bearer" and value:
-        return value, "bearer"
+        return value, Source.BEARER
     if scheme == "basic" and value:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
@@ -77,7 +96,7 @@ def header_token(authorization: str | None) -> tuple[str, str] | None:
         user, sep, password = decoded.partition(":")
         # The token is the password; a client that can only fill one field may put it in the user name.
         token = password if sep and password else user
-        return (token, "basic") if token else None
+        return (token, Source.BASIC) if token else None
     return None
 
 
@@ -88,14 +107,14 @@ def authenticate(
     cookie_token: str | None,
 ) -> Credential | None:
     """The first presented token that is valid, in the order header, query, cookie."""
-    candidates: list[tuple[str, str]] = []
+    candidates: list[tuple[str, Source]] = []
     from_header = header_token(authorization)
     if from_header:
         candidates.append(from_header)
     if query_token:
-        candidates.append((query_token, "query"))
+        candidates.append((query_token, Source.QUERY))
     if cookie_token:
-        candidates.append((cookie_token, "cookie"))
+        candidates.append((cookie_token, Source.COOKIE))
     for token, source in candidates:
         if checker.matches(token):
             return Credential(token, source)
@@ -114,8 +133,10 @@ def cookie_header_without(cookie_header: str, name: str) -> str | None:
     return ";".join(kept).strip() or None
 
 
-def cookie_attributes(secure: bool) -> dict[str, object]:
-    return {"max_age": COOKIE_MAX_AGE, "path": "/", "httponly": True, "samesite": "Lax", "secure": secure or None}
+def strip_token_param(raw_query: str) -> str:
+    """The raw query string without `token=` parameters, other parameters byte for byte unchanged."""
+    kept = [part for part in raw_query.split("&") if part and part.split("=", 1)[0] != TOKEN_PARAM]
+    return "&".join(kept)
 
 
 def redact(text: str) -> str:
@@ -133,9 +154,7 @@ def is_cross_site(sec_fetch_site: str | None, origin: str | None, own_origin: st
     """True when a browser says the request was started by another site (CSRF guard for cookie auth)."""
     if sec_fetch_site and sec_fetch_site.lower() in ("cross-site", "same-site"):
         return True
-    if origin is not None and origin.rstrip("/").lower() != own_origin.lower():
-        return True
-    return False
+    return origin is not None and origin.rstrip("/").lower() != own_origin.lower()
 
 
 def load_or_create_token(token_file: Path) -> str:
@@ -146,21 +165,20 @@ def load_or_create_token(token_file: Path) -> str:
         existing = ""
     if existing:
         return existing
-    token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_urlsafe(32)
-    tmp = token_file.with_name(token_file.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(token + "\n")
     if token_file.exists():  # present but empty: replace it
-        os.replace(tmp, token_file)
+        atomic_write(token_file, token + "\n")
         return token
+    # Written whole under a private name, then linked into place: the link fails if another process
+    # created the file first, and then its token is the one.
+    staged = token_file.with_name(f".{token_file.name}.{os.getpid()}.new")
+    atomic_write(staged, token + "\n")
     try:
-        os.link(tmp, token_file)  # fails if another process won the race: then use its token
+        os.link(staged, token_file)
     except FileExistsError:
         return token_file.read_text(encoding="utf-8").strip()
     finally:
-        tmp.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
     return token
 
 

@@ -22,25 +22,24 @@ log = logging.getLogger("reranker.gateway")
 
 @dataclass
 class UpstreamState:
-    """What the gateway currently believes about vLLM. Mutated only by the poller and the proxy."""
+    """What the gateway currently believes about vLLM. Mutated only by the poller, and by the
+    application when a proxied request finds vLLM gone."""
 
     ready: bool = False
     ever_ready: bool = False
-    since: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
     last_error: str | None = None
 
     def mark_ready(self) -> None:
         if not self.ready:
-            now = time.monotonic()
-            took = f" after {now - self.started:.0f} s" if not self.ever_ready else ""
+            took = f" after {time.monotonic() - self.started:.0f} s" if not self.ever_ready else ""
             log.info("vLLM is ready%s: proxying requests", took)
-            self.ready, self.ever_ready, self.since, self.last_error = True, True, now, None
+            self.ready, self.ever_ready, self.last_error = True, True, None
 
     def mark_down(self, reason: str) -> None:
         if self.ready:
             log.warning("vLLM stopped answering (%s): answering 503 until it is back", reason)
-            self.ready, self.since = False, time.monotonic()
+            self.ready = False
         self.last_error = reason
 
 

@@ -15,6 +15,7 @@ import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reranker_template.errors import ConfigError
+from reranker_template.fileio import atomic_write
 from reranker_template.settings import Settings
 
 log = logging.getLogger("reranker.gateway")
@@ -31,11 +33,19 @@ VAST_CERT = Path("/etc/instance.crt")
 VAST_KEY = Path("/etc/instance.key")
 
 
+class TlsOrigin(StrEnum):
+    """Where the certificate came from (logged, so a user knows which one the browser sees)."""
+
+    ENVIRONMENT = "environment"  # TLS_CERT_FILE + TLS_KEY_FILE
+    VAST = "vast"  # /etc/instance.crt + /etc/instance.key
+    SELF_SIGNED = "self-signed"  # generated into the state directory
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     cert: Path
     key: Path
-    origin: str  # "environment", "vast", "self-signed"
+    origin: TlsOrigin
 
 
 def choose_tls_files(
@@ -49,11 +59,11 @@ def choose_tls_files(
         for variable, value in (("TLS_CERT_FILE", settings.tls_cert_file), ("TLS_KEY_FILE", settings.tls_key_file)):
             if not Path(value).is_file():
                 raise ConfigError(variable, value, "the path of an existing PEM file")
-        return TlsFiles(Path(settings.tls_cert_file), Path(settings.tls_key_file), "environment")
+        return TlsFiles(Path(settings.tls_cert_file), Path(settings.tls_key_file), TlsOrigin.ENVIRONMENT)
     if vast_cert.is_file() and vast_key.is_file():
-        return TlsFiles(vast_cert, vast_key, "vast")
+        return TlsFiles(vast_cert, vast_key, TlsOrigin.VAST)
     tls_dir = state_dir / "tls"
-    return TlsFiles(tls_dir / "self-signed.crt", tls_dir / "self-signed.key", "self-signed")
+    return TlsFiles(tls_dir / "self-signed.crt", tls_dir / "self-signed.key", TlsOrigin.SELF_SIGNED)
 
 
 def generate_self_signed(cert_path: Path, key_path: Path, hostnames: list[str], days: int = 3650) -> None:
@@ -79,15 +89,11 @@ def generate_self_signed(cert_path: Path, key_path: Path, hostnames: list[str], 
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    atomic_write(key_path, private, mode=0o600)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)  # public: 0644 as before
 
 
 def fingerprint(cert_path: Path) -> str:
@@ -113,7 +119,7 @@ def server_context(
     """The SSL context the gateway serves with; generates the self-signed pair when needed."""
     env = os.environ if env is None else env
     files = choose_tls_files(settings, state_dir, vast_cert, vast_key)
-    if files.origin == "self-signed" and not (files.cert.is_file() and files.key.is_file()):
+    if files.origin is TlsOrigin.SELF_SIGNED and not (files.cert.is_file() and files.key.is_file()):
         generate_self_signed(files.cert, files.key, default_hostnames(env))
         log.info("HTTPS: generated a self-signed certificate in %s", files.cert)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -31,9 +31,20 @@ def _streamed(size: int) -> list[bytes]:
     return [b"x" * min(65536, size - start) for start in range(0, size, 65536)]
 
 
+def _json_or_none(request: Request) -> Any:
+    """The body as JSON when it is a small JSON document (what the gateway sent, e.g. with truncation added)."""
+    if not request.body or len(request.body) > 65536:
+        return None
+    try:
+        return request.json()
+    except ValueError:
+        return None
+
+
 def vllm_echo(request: Request) -> Reply:
     """vLLM as far as the gateway tests need it: /health, /metrics, a rerank answer, a streamed body of
-    unknown length (/big?size=N), and for every other route what the gateway forwarded."""
+    unknown length (/big?size=N), and for every other route what the gateway forwarded (small JSON
+    bodies parsed, under "json")."""
     if request.path == "/health":
         return Reply()
     if request.path == "/metrics":
@@ -52,6 +63,7 @@ def vllm_echo(request: Request) -> Reply:
         "query": request.query,
         "headers": dict(request.headers),
         "body_bytes": len(request.body),
+        "json": _json_or_none(request),
     }
     return Reply.json(seen, headers={"X-Upstream": "fake", "Set-Cookie": "upstream=1; Path=/"})
 
