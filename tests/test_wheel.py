@@ -72,12 +72,18 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+def outside_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """No PYTHONPATH (it could point at a checkout) and a HOME of its own."""
+    return {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **extra}
+
+
 def test_the_installed_wheel_renders_the_stacks_supervisord_config(wheel_env: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [str(wheel_env / "bin" / "python"), "-c", RENDER, str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=outside_env(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     package_file, config = result.stdout.split("\n", 1)
@@ -88,7 +94,7 @@ def test_the_installed_wheel_renders_the_stacks_supervisord_config(wheel_env: Pa
 
 def test_the_installed_wheel_plans_with_its_templates(wheel_env: Path, tmp_path: Path) -> None:
     """`reranker plan` from the wheel's own console script; the Qwen3 preset reads a template shipped inside."""
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "MODEL_NAME": str(minilm_dir())}
+    env = outside_env(tmp_path, MODEL_NAME=str(minilm_dir()))
     plan = subprocess.run(
         [str(wheel_env / "bin" / "reranker"), "plan"], capture_output=True, text=True, cwd=tmp_path, env=env
     )
@@ -103,6 +109,7 @@ def test_the_installed_wheel_plans_with_its_templates(wheel_env: Path, tmp_path:
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=outside_env(tmp_path),
     )
     assert qwen.returncode == 0, qwen.stderr
     assert "Find code" in qwen.stdout
