@@ -168,7 +168,6 @@ def test_offline_scores_equal_the_servers(minilm_stack, vllm_cache_root: Path, t
         HOME=str(tmp_path),
         MODEL_NAME=str(minilm_dir()),
         HF_HUB_OFFLINE="1",
-        VLLM_CPU_KVCACHE_SPACE="1",
         VLLM_CACHE_ROOT=str(vllm_cache_root),
     )
     # The long document is cut to the model's 256 tokens (the gateway's default truncation, applied offline too).

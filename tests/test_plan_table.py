@@ -2,8 +2,9 @@
 
 The launcher, the gateway, the known-answer check, the landing page and offline scoring read these from
 plan.json and never work them out again: the GPUs the layout uses, the final max model length, whether a
-score template is used, the truncation policy, the served name. Each row is a box (support.nvidia's
-inventories, or a CPU), a model as the offline Hugging Face cache describes it, and the settings.
+score template is used, the truncation policy, the served name; on a CPU, the KV cache vLLM sets aside.
+Each row is a box (support.nvidia's inventories, or a CPU), a model as the offline Hugging Face cache
+describes it, and the settings.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from support.nvidia import cached_models, plan_on
 
 from reranker_template.facts.model import ModelInfo, ModelSource
 from reranker_template.plan.contract import Device, TruncationMode, TruncationPolicy
+from reranker_template.plan.user_args import UserArgs
 
 PAIR, SPLIT = TruncationMode.PAIR, TruncationMode.SPLIT
 UNKNOWN_MODEL = "unknown"  # a model nothing is known about (no config.json, no size)
@@ -33,11 +35,50 @@ class Row:
     score_template: bool = False
     truncation: TruncationPolicy | None = None
     served: str | None = None  # the served model name, when not the model's
+    kv_cache: str | None = None  # CPU mode's --kv-cache-memory-bytes (None: not passed)
 
 
 TABLE = {
     "cross-encoder on a CPU": Row(
-        None, "bge", device=Device.CPU, gpus_used=0, preset="bge-reranker", truncation=TruncationPolicy(PAIR, 8192)
+        None,
+        "bge",
+        device=Device.CPU,
+        gpus_used=0,
+        preset="bge-reranker",
+        truncation=TruncationPolicy(PAIR, 8192),
+        kv_cache="0",  # encoder-only: no KV cache, and none of vLLM-CPU's default 92% reservation
+    ),
+    "Qwen3-Reranker on a CPU: a KV cache for two 8192-token pairs": Row(
+        None,
+        "0.6B",
+        device=Device.CPU,
+        gpus_used=0,
+        preset="qwen3-reranker",
+        score_template=True,
+        truncation=TruncationPolicy(SPLIT, 8192),
+        kv_cache="3584M",  # 2 x 8192 tokens x 28 layers x 8 KV heads x 128 x K and V x 4 bytes (float32 CPU)
+    ),
+    "the user's --max-model-len sizes the CPU KV cache": Row(
+        None,
+        "0.6B",
+        {"VLLM_ARGS": "--max-model-len 2048"},
+        device=Device.CPU,
+        gpus_used=0,
+        preset="qwen3-reranker",
+        max_model_len=2048,
+        score_template=True,
+        truncation=TruncationPolicy(SPLIT, 2048),
+        kv_cache="896M",
+    ),
+    "the user's --gpu-memory-utilization on a CPU: no KV size of ours": Row(
+        None,
+        "0.6B",
+        {"VLLM_ARGS": "--gpu-memory-utilization 0.5"},
+        device=Device.CPU,
+        gpus_used=0,
+        preset="qwen3-reranker",
+        score_template=True,
+        truncation=TruncationPolicy(SPLIT, 8192),
     ),
     "Qwen3-Reranker on four A100s: data parallel over all": Row(
         "4xA100",
@@ -148,6 +189,7 @@ def test_the_plan_records_what_its_readers_need(models: dict[str, ModelInfo], ca
     assert plan.served_model_name == (row.served or model.name)
     assert plan.gpus_used <= plan.gpu_count
     assert plan.model_source == model.source
+    assert UserArgs(plan.vllm_command).value("--kv-cache-memory-bytes") == row.kv_cache
 
 
 @pytest.mark.parametrize("case", sorted(TABLE))

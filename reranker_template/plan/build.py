@@ -13,6 +13,7 @@ from reranker_template.errors import PlanError
 from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo
 from reranker_template.plan.contract import Device, Plan, TruncationMode
+from reranker_template.plan.cpu_memory import plan_cpu_memory
 from reranker_template.plan.flags import Flag
 from reranker_template.plan.layout import plan_layout
 from reranker_template.plan.lengths import length_flags
@@ -73,12 +74,21 @@ def _cpu_preload(runtime: Runtime) -> tuple[dict[str, str], str]:
     return {"LD_PRELOAD": preload}, f"CPU mode: LD_PRELOAD={preload} ({why})"
 
 
-def _cpu_mode(hardware: Hardware, runtime: Runtime) -> tuple[list[Flag], dict[str, str], list[str]]:
-    """CPU mode's dtype flag, environment and reason; nothing on a GPU machine."""
+def _cpu_mode(
+    hardware: Hardware, runtime: Runtime, model: ModelInfo, user: UserArgs, flags: Sequence[Flag]
+) -> tuple[list[Flag], dict[str, str], list[str]]:
+    """CPU mode's flags (dtype, the memory vLLM sets aside), environment and reasons; nothing on a GPU machine.
+
+    The memory is sized for the command as vLLM will read it: `flags` (ours so far) and the dtype merged
+    with VLLM_ARGS (plan/cpu_memory.py states the rule); PlanError when the model cannot fit.
+    """
     if hardware.device is not Device.CPU:
         return [], {}, []
     env, why = _cpu_preload(runtime)
-    return [_cpu_dtype(hardware.cpu)], env, [why]
+    dtype = _cpu_dtype(hardware.cpu)
+    planned, _ = merge_flags([*flags, dtype], user)
+    memory_flags, memory_reasons = plan_cpu_memory(model, hardware.memory, UserArgs(tuple(planned)), user)
+    return [dtype, *memory_flags], env, [why, *memory_reasons]
 
 
 def _base_flags(settings: Settings) -> list[Flag]:
@@ -133,8 +143,9 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
     choice = choose_preset(settings, model)
     lengths, length_reasons = length_flags(model, choice.preset, user)
     layout = plan_layout(settings, hardware.gpus, model, user)
-    cpu_flags, vllm_env, cpu_reasons = _cpu_mode(hardware, runtime)
-    flags = [*_base_flags(settings), *choice.flags, *lengths, *layout.flags, *cpu_flags]
+    flags = [*_base_flags(settings), *choice.flags, *lengths, *layout.flags]
+    cpu_flags, vllm_env, cpu_reasons = _cpu_mode(hardware, runtime, model, user, flags)
+    flags += cpu_flags
     tail, merge_reasons = merge_flags(flags, user)
     prefix = [runtime.python, "-m", VLLM_MODULE, "--model", settings.model_name]
     command = (*prefix, "--host", "127.0.0.1", "--port", str(settings.vllm_port), *tail)

@@ -76,7 +76,6 @@ def stack_env(
             "API_KEYS": TEST_TOKEN,
             "HF_HUB_OFFLINE": "1",
             "HF_HOME": str(home / "hf"),
-            "VLLM_CPU_KVCACHE_SPACE": "1",
             "VLLM_CACHE_ROOT": str(cache_root or home / "vllm-cache"),
             "PYTHONUNBUFFERED": "1",
         }
