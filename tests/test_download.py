@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from support.fake_hub import FakeHub
+from support.fake_hub import REVISION, FakeHub
 from support.stack_runner import http_get, minilm_dir, start_stack
+from support.tmpfs import small_filesystem
 
 pytestmark = pytest.mark.slow  # each test runs a fresh interpreter (or the stack) against a loopback hub
 
@@ -23,7 +24,12 @@ def hub_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
 
 
 def run_fetch(
-    env: dict[str, str], model: str, deadline: float, offline: bool = False
+    env: dict[str, str],
+    model: str,
+    deadline: float,
+    offline: bool = False,
+    token: str | None = None,
+    revision: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """fetch_hub_model in a fresh interpreter (huggingface_hub reads HF_ENDPOINT/HF_HOME at import), logging
     to stdout as in the vLLM launcher."""
@@ -34,7 +40,8 @@ def run_fetch(
         "from reranker_template.serve.processes import setup_logging\n"
         "setup_logging()\n"
         "try:\n"
-        f"    files = fetch_hub_model({model!r}, None, deadline_seconds={deadline}, offline={offline})\n"
+        f"    files = fetch_hub_model({model!r}, {token!r}, revision={revision!r}, deadline_seconds={deadline},"
+        f" offline={offline})\n"
         "    print('PATH=' + files.path)\n"
         "except ModelUnavailable as exc:\n"
         "    print('UNAVAILABLE: ' + str(exc)); sys.exit(3)\n"
@@ -61,7 +68,30 @@ def test_unknown_repository_says_check_model_name(tmp_path: Path) -> None:
     with FakeHub({REPO: minilm_dir()}) as hub:
         result = run_fetch(hub_env(tmp_path, hub.url), "nobody/no-such-model", deadline=30)
     assert result.returncode == 3
-    assert "does not exist on the Hugging Face hub" in result.stdout and "Check MODEL_NAME" in result.stdout
+    assert "UNAVAILABLE: no model nobody/no-such-model on the hub: check the name (MODEL_NAME)" in result.stdout
+
+
+def test_gated_model_downloads_with_a_granted_token_at_a_revision(tmp_path: Path) -> None:
+    gated = "org/gated-minilm"
+    with FakeHub({gated: minilm_dir()}, gated=[gated], tokens={"hf_granted": [gated]}, tags=["v1"]) as hub:
+        refused = run_fetch(hub_env(tmp_path, hub.url), gated, deadline=30)
+        missing = run_fetch(hub_env(tmp_path, hub.url), gated, deadline=30, token="hf_granted", revision="v2")
+        result = run_fetch(hub_env(tmp_path, hub.url), gated, deadline=30, token="hf_granted", revision="v1")
+    assert refused.returncode == 3 and "is gated: accept its licence" in refused.stdout, refused.stdout
+    assert missing.returncode == 3 and "has no revision 'v2'" in missing.stdout, missing.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = Path(result.stdout.split("PATH=")[1].strip())
+    assert path.name == REVISION and (path / "model.safetensors").stat().st_size > 80_000_000
+
+
+def test_a_disk_that_fills_up_during_the_download_says_so(tmp_path: Path) -> None:
+    """Without the launcher's preflight (which would refuse first), the download itself runs out of space."""
+    with FakeHub({REPO: minilm_dir()}) as hub, small_filesystem(tmp_path / "small", 40) as small:
+        env = {**hub_env(tmp_path, hub.url), "HF_HOME": str(small / "hf")}
+        result = run_fetch(env, REPO, deadline=30)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "UNAVAILABLE: the disk filled up while downloading" in result.stdout
+    assert "point HF_HOME at a bigger volume" in result.stdout
 
 
 def test_no_network_fails_within_the_deadline_with_advice(tmp_path: Path) -> None:

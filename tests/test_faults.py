@@ -219,8 +219,9 @@ def _new_vllm_started(stack: RunningStack, old_launcher: int) -> bool:
 
 
 def test_too_long_max_length_ends_fatal_with_the_cause(tmp_path: Path, vllm_cache_root: Path) -> None:
-    """A flag vLLM refuses at load (MiniLM knows 256 positions): retried once, then FATAL, and /health
-    names the cause instead of a bare "validation error". (A broken model: test_stack.py.)"""
+    """A flag vLLM refuses at load (MiniLM knows 256 positions): a retry cannot fix it, so the program goes
+    FATAL at once, and /health says what to change instead of pydantic's "validation error". (A broken
+    model: test_stack.py; the other causes: test_failures.py.)"""
     broken = start_stack(
         tmp_path,
         str(minilm_dir()),
@@ -233,7 +234,13 @@ def test_too_long_max_length_ends_fatal_with_the_cause(tmp_path: Path, vllm_cach
         wait_for(lambda: "FATAL" in broken.supervisorctl("status", "vllm"), RESTART_TIMEOUT, "vllm FATAL", broken)
         code, body = health(broken)
         assert code == 503 and body["status"] == "failed", body
-        assert "max_model_len (100000)" in body["reason"], body
-        assert broken.log_text().count("[launcher] vLLM cannot serve") == 2  # retried once, not in a loop
+        assert body["reason"] == (
+            "--max-model-len 100000 is more than "
+            f"{minilm_dir()} supports (max_position_embeddings=256): set --max-model-len 256 or less in VLLM_ARGS, "
+            "or remove it (the plan sets the model's own limit)"
+        ), body
+        log = broken.log_text()
+        assert log.count("[launcher] vLLM cannot serve") == 1 and log.count("starting vLLM:") == 1  # no retry
+        assert "not retrying" in log
     finally:
         broken.stop()

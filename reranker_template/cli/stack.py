@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reranker_template.serve.preflight import Report
+    from reranker_template.serve.stack import StackSpec
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:
@@ -22,11 +27,14 @@ def cmd_boot(_args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from reranker_template.serve import stack
-    from reranker_template.settings import load_settings
 
-    settings = load_settings()
-    plan = stack.build_plan(settings, dict(os.environ))
+    spec = stack.prepare(container=False)  # what `reranker serve` would run (its default model included)
+    settings, plan = spec.settings, spec.plan
+    checks = _preflight(spec)
     if args.json:
+        for line in checks.lines(advisory=("disk",)):
+            print(f"preflight: {line}", file=sys.stderr)
+        checks.raise_for_problem(advisory=("disk",))
         print(json.dumps(plan.to_json(), indent=2))
         return 0
     print(f"model        {plan.model}  (served as {plan.served_model_name!r}; metadata: {plan.model_source})")
@@ -44,12 +52,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("why")
     for reason in plan.reasons:
         print(f"  - {reason}")
+    print("preflight")
+    for line in checks.lines(advisory=("disk",)):
+        print(f"  {line}")
+    checks.raise_for_problem(advisory=("disk",))  # the disk is checked again where the model is downloaded
     return 0
+
+
+def _preflight(spec: StackSpec) -> Report:
+    """serve/preflight.py's checks for the planned command (hub, architecture, tokenizer, disk)."""
+    from reranker_template.serve.preflight import Target, preflight
+    from reranker_template.settings import is_true
+
+    offline = is_true(spec.env.get("HF_HUB_OFFLINE"))
+    target = Target(token=spec.settings.hf_token)
+    return preflight(spec.settings, spec.env, target, argv=spec.plan.vllm_command, offline=offline)
 
 
 SETTINGS_HELP = """\
 settings (environment):
-  MODEL_NAME        hub id or local directory (default Qwen/Qwen3-Reranker-0.6B)
+  MODEL_NAME        hub id or local directory (default: `serve` the bundled cross-encoder
+                    ms-marco-MiniLM-L-12-v2, `boot` Qwen/Qwen3-Reranker-0.6B)
   VLLM_ARGS         extra vLLM flags; yours always win over ours
   USE_ALL_GPUS      true (default): every GPU, the fast layout; false: one GPU
   GATEWAY_PORT      public port of the gateway (default 8000)

@@ -149,6 +149,15 @@ def _launch_spec(args: argparse.Namespace, env: Mapping[str, str], err: Console)
     return spec, None
 
 
+def _preflight(spec: LaunchSpec, env: Mapping[str, str], err: Console) -> None:
+    """The instance's model checks, before anything is rented: a model that cannot start costs no money."""
+    with err.status(f"checking {spec.model} before renting"):
+        report = instances.preflight(spec, env)
+    for line in report.lines():
+        err.print(f"preflight: {line}", markup=False, highlight=False)
+    report.raise_for_problem()
+
+
 def _rent(
     client: VastApi, args: argparse.Namespace, env: Mapping[str, str], spec: LaunchSpec, err: Console
 ) -> tuple[int, Offer]:
@@ -209,6 +218,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     env = os.environ
     err = console(stderr=True)
     spec, ssh_key = _launch_spec(args, env, err)
+    if not args.skip_preflight:
+        _preflight(spec, env, err)
     path = records.records_path(env)
     # A broken records file fails now, not after renting, when the new instance's key could not be kept.
     records.load_records(path)
@@ -429,6 +440,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ssh.add_argument("--no-ssh", action="store_true", help="no SSH server on the instance")
     p.add_argument("--label", help="a label for the instance")
+    p.add_argument(
+        "--skip-preflight",
+        action="store_true",
+        help="rent without checking the model first (hub access, architecture, tokenizer, disk size)",
+    )
     p.add_argument("--yes", "-y", action="store_true", help="rent without asking")
     p.add_argument("--no-wait", action="store_true", help="return once the instance is created")
     p.add_argument(

@@ -6,6 +6,7 @@ that cannot be had fails within a minute with a message that says what to do.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from dataclasses import dataclass
@@ -54,23 +55,33 @@ def check_local_model(model: str) -> ModelFiles:
     return ModelFiles(path=str(directory), offline=True)
 
 
-def _cached_snapshot(model: str, token: str | None) -> str | None:
+def _cached_snapshot(model: str, token: str | None, revision: str | None = None) -> str | None:
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(model, token=token, local_files_only=True, ignore_patterns=IGNORE_PATTERNS)
+        return str(
+            snapshot_download(
+                model, token=token, revision=revision, local_files_only=True, ignore_patterns=IGNORE_PATTERNS
+            )
+        )
     except Exception:  # not cached (LocalEntryNotFoundError) or an incomplete cache entry
         return None
 
 
 def fetch_hub_model(
-    model: str, token: str | None, *, deadline_seconds: float = 60.0, offline: bool = False
+    model: str,
+    token: str | None,
+    *,
+    revision: str | None = None,
+    deadline_seconds: float = 60.0,
+    offline: bool = False,
 ) -> ModelFiles:
-    """Download (or find in the cache) a hub model. Logs progress; fails within `deadline_seconds` with no network."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    """Download (or find in the cache) a hub model at `revision` (None: the default branch). Logs progress;
+    fails within `deadline_seconds` with no network, and with one sentence when the disk fills up."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    cached = _cached_snapshot(model, token)
+    cached = _cached_snapshot(model, token, revision)
     if offline:
         if cached:
             log.info("%s: using the cached copy in %s (HF_HUB_OFFLINE is set)", model, cached)
@@ -83,16 +94,10 @@ def fetch_hub_model(
     while time.monotonic() - started < deadline_seconds:
         remaining = max(5.0, deadline_seconds - (time.monotonic() - started))
         try:
-            HfApi(token=token).model_info(model, timeout=min(20.0, remaining))
+            HfApi(token=token).model_info(model, revision=revision, timeout=min(20.0, remaining))
             break
-        except GatedRepoError:
-            raise ModelUnavailable(
-                f"{model} is gated: accept its license on the hub and set HF_TOKEN to a token of that account."
-            ) from None
-        except RepositoryNotFoundError:
-            raise ModelUnavailable(
-                f"{model} does not exist on the Hugging Face hub (or is private: set HF_TOKEN). Check MODEL_NAME."
-            ) from None
+        except (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError) as exc:
+            raise _refused(model, revision, exc) from None
         except Exception as exc:  # network errors of every kind: retry until the deadline
             last_error = exc
             log.info("hub not reachable yet (%s); retrying", type(exc).__name__)
@@ -105,8 +110,43 @@ def fetch_hub_model(
             f"cannot reach the Hugging Face hub to download {model} "
             f"({type(last_error).__name__}: {last_error}). {ADVICE}"
         )
+    return ModelFiles(path=_download(model, token, revision), offline=True)
+
+
+def _refused(model: str, revision: str | None, exc: Exception) -> ModelUnavailable:
+    """The hub's refusal as one sentence (the same ones preflight gives, for when it could not ask)."""
+    from huggingface_hub.errors import GatedRepoError, RevisionNotFoundError
+
+    if isinstance(exc, GatedRepoError):
+        return ModelUnavailable(
+            f"{model} is gated: accept its licence at https://huggingface.co/{model} and set HF_TOKEN to a token of "
+            "an account that can read it"
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return ModelUnavailable(
+            f"{model} has no revision {revision!r} on the hub: give --revision a branch, tag or commit of it"
+        )
+    return ModelUnavailable(
+        f"no model {model} on the hub: check the name (MODEL_NAME); a private model also needs HF_TOKEN"
+    )
+
+
+def _download(model: str, token: str | None, revision: str | None) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     log.info("downloading %s (files already in the cache are skipped)", model)
-    path = snapshot_download(model, token=token, ignore_patterns=IGNORE_PATTERNS)
+    try:
+        path = snapshot_download(model, token=token, revision=revision, ignore_patterns=IGNORE_PATTERNS)
+    except (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError) as exc:
+        raise _refused(model, revision, exc) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise ModelUnavailable(
+            f"the disk filled up while downloading {model} (No space left on device): free space where the "
+            "Hugging Face cache lives (HF_HOME), point HF_HOME at a bigger volume, or on Vast rent a bigger disk "
+            "(reranker vast launch --disk GB)"
+        ) from None
     log.info("%s is ready in %s", model, path)
-    return ModelFiles(path=path, offline=True)
+    return str(path)

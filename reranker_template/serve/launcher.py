@@ -4,8 +4,12 @@ Why a launcher between supervisord and vLLM:
 - the model download and provisioning wait happen before vLLM, with progress in the log;
 - vLLM's output goes to stdout (Vast's instance log) and to <log_dir>/vllm.log;
 - the phase ("downloading", "starting", "ready", "failed" + reason) is written for the gateway's /health;
-- a model that cannot load must not restart forever: after a failed load is retried once, the next
-  start exits at once, so supervisord's startretries run out and the program ends FATAL, cause in the log;
+- preflight before the download (serve/preflight.py): a model that does not exist, is gated, has no such
+  revision, an architecture vLLM cannot serve, no tokenizer, or no room on the disk stops here, in one sentence;
+- a model that cannot load must not restart forever: vLLM's output is classified (serve/failures.py) into one
+  sentence (cause and fix) for the log and /health; a failure a retry cannot fix ends the program FATAL at once,
+  another is retried once. "FATAL at once": the next start exits immediately, so supervisord's startretries run
+  out;
 - once up, /health is watched: a hung vLLM (alive, not answering) is killed so supervisord restarts it.
 """
 
@@ -27,8 +31,12 @@ from typing import IO, Any
 
 from reranker_template.errors import ModelUnavailable
 from reranker_template.paths import Paths, default_paths
-from reranker_template.plan.contract import Plan, read_plan
+from reranker_template.plan.contract import Device, Plan, read_plan
+from reranker_template.plan.preflight import Advice
+from reranker_template.plan.user_args import UserArgs
 from reranker_template.serve.download import check_local_model, fetch_hub_model
+from reranker_template.serve.failures import FailureContext, classify, telling_line
+from reranker_template.serve.preflight import Target, preflight
 from reranker_template.serve.processes import setup_logging, signal_group_except_self
 from reranker_template.serve.provisioning import wait_for_provisioning
 from reranker_template.serve.status import Phase, QualityState, VllmStatus, read_status, write_status
@@ -51,7 +59,8 @@ class OutputPump(threading.Thread):
         super().__init__(daemon=True)
         self.source = source
         self.log_path = log_path
-        self.tail: collections.deque[str] = collections.deque(maxlen=200)
+        # Long enough for the root cause, which vLLM prints above its engine's and API server's tracebacks.
+        self.tail: collections.deque[str] = collections.deque(maxlen=400)
 
     def run(self) -> None:
         with open(self.log_path, "ab") as log_file:
@@ -62,18 +71,8 @@ class OutputPump(threading.Thread):
                 log_file.flush()
                 self.tail.append(line.decode("utf-8", "replace").rstrip())
 
-    def failure_reason(self) -> str:
-        """The most telling line of the tail: the last error or exception, else the last line. An indented
-        line right after it is its detail (pydantic's "1 validation error for ModelConfig" says what only
-        on the next line), so it is kept too."""
-        lines = [line for line in self.tail if line.strip()]
-        for i in range(len(lines) - 1, -1, -1):
-            line = lines[i]
-            if "Error" in line or "Exception" in line or "error:" in line:
-                reason = line.split(" ", 2)[-1] if line.startswith(("(", "ERROR", "INFO")) else line
-                detail = lines[i + 1].strip() if i + 1 < len(lines) and lines[i + 1][:1].isspace() else ""
-                return f"{reason}: {detail}" if detail else reason
-        return lines[-1] if lines else "vLLM exited without output"
+    def lines(self) -> list[str]:
+        return list(self.tail)
 
 
 def health_ok(url: str, timeout: float) -> bool:
@@ -104,28 +103,66 @@ class Launcher:
         write_status(self.paths.vllm_status_file, self.status)
 
     def give_up(self, reason: str, *, final: bool) -> int:
+        """Report a failed start loudly. `final`: a retry cannot help, so the next start gives up at once."""
         failures = MAX_LOAD_FAILURES if final else self.status.load_failures + 1
         self.report(Phase.FAILED, reason, load_failures=failures)
+        rule = "=" * 100
+        log.error(rule)
         log.error("vLLM cannot serve %s: %s", self.plan.model, reason)
         if failures >= MAX_LOAD_FAILURES:
-            log.info("not retrying: fix the cause (see above), then restart the stack or `supervisorctl restart vllm`")
+            log.error("not retrying: fix the cause, then restart the stack (or `supervisorctl restart vllm`)")
+        else:
+            log.error("retrying once, in case it was transient")
+        log.error(rule)
         return 1
 
+    def preflight_target(self) -> Target:
+        fix = "free space there or point HF_HOME at a bigger volume"
+        if self.paths.container:
+            fix += ", or rent a bigger disk (reranker vast launch --disk GB)"
+        return Target(advice=Advice(bigger_disk=fix), token=self.settings.hf_token)
+
+    def check(self, offline: bool = False) -> None:
+        """The preflight checks; ModelUnavailable with the first failed one's sentence."""
+        report = preflight(
+            self.settings, self.env, self.preflight_target(), argv=self.plan.vllm_command, offline=offline
+        )
+        for line in report.lines():
+            log.info("preflight: %s", line)
+        report.raise_for_problem()
+
     def preflight(self) -> dict[str, str] | None:
-        """Provisioning wait and model files. Returns extra env for vLLM, or None after a failure was reported."""
+        """Provisioning wait, preflight checks and model files. Returns extra env for vLLM, or None after a
+        failure was reported (FATAL at once: nothing here is fixed by trying again)."""
         if not self.wait_for_provisioning():
             return None
         try:
             if self.settings.model_is_local_path:
                 check_local_model(self.settings.model_name)
+                self.check()
                 return {}
             self.report(Phase.DOWNLOADING)
             offline = is_true(self.env.get("HF_HUB_OFFLINE"))
-            files = fetch_hub_model(self.settings.model_name, self.settings.hf_token, offline=offline)
+            if not offline:
+                self.check()
+            revision = UserArgs(self.plan.vllm_command).value("--revision")
+            token = self.settings.hf_token
+            files = fetch_hub_model(self.settings.model_name, token, revision=revision, offline=offline)
+            if offline:
+                self.check(offline=True)
             return {"HF_HUB_OFFLINE": "1"} if files.offline else {}
         except ModelUnavailable as exc:
             self.give_up(str(exc), final=True)
             return None
+
+    def failure_context(self) -> FailureContext:
+        return FailureContext(
+            model=self.plan.model,
+            port=self.plan.vllm_port,
+            cuda_version=self.env.get("CUDA_VERSION"),
+            gpu=self.plan.device is Device.CUDA,
+            log_hint=str(self.paths.log_file("vllm")),
+        )
 
     def wait_for_provisioning(self) -> bool:
         """False when PROVISIONING_SCRIPT failed and PROVISIONING_FAILURE=stop (the failure is reported)."""
@@ -173,8 +210,14 @@ class Launcher:
             self.report(Phase.STOPPED)
             return 0
         if not became_ready:
-            return self.give_up(f"vLLM exited with status {code} while loading: {pump.failure_reason()}", final=False)
-        self.report(Phase.DOWN, f"vLLM exited with status {code}: {pump.failure_reason()}")
+            diagnosis = classify(pump.lines(), self.failure_context(), code)
+            log.info(
+                "vLLM's exit classified as %s (retry %s)",
+                diagnosis.cause,
+                "may help" if diagnosis.retry_helps else "cannot help",
+            )
+            return self.give_up(diagnosis.sentence, final=not diagnosis.retry_helps)
+        self.report(Phase.DOWN, f"vLLM exited with status {code}: {telling_line(pump.lines())}")
         log.info("vLLM exited with status %s; supervisord will restart it", code)
         return 1
 

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reranker_template.errors import ConfigError, VastError
 from reranker_template.release import IMAGE
@@ -26,6 +26,9 @@ from reranker_template.settings import (
 )
 from reranker_template.vast.api import VastApi, vast_call
 from reranker_template.vast.offers import DEFAULT_DISK_GB
+
+if TYPE_CHECKING:
+    from reranker_template.serve.preflight import Report
 
 GATEWAY_PORT = DEFAULT_GATEWAY_PORT
 VLLM_PORT = DEFAULT_VLLM_PORT
@@ -79,6 +82,33 @@ class LaunchSpec:
     def validate(self) -> None:
         """Catch bad settings here rather than after paying for an instance (raises ConfigError)."""
         load_settings({k: v for k, v in self.env().items() if not k.startswith("-")})
+
+
+def preflight(spec: LaunchSpec, env: Mapping[str, str]) -> Report:
+    """The model checks the instance's launcher will make (serve/preflight.py), made here before renting: with
+    the token the instance gets (--env HF_TOKEN, never this machine's) and its empty disk of `spec.disk_gb`.
+    `env` is this machine's (HF_ENDPOINT, its Hugging Face cache for config.json, HF_HUB_OFFLINE)."""
+    from reranker_template.plan.preflight import Advice
+    from reranker_template.serve.preflight import Report, Target
+    from reranker_template.serve.preflight import preflight as check
+    from reranker_template.settings import is_true
+
+    instance = {k: v for k, v in spec.env().items() if not k.startswith("-")}
+    settings = load_settings(instance)
+    if settings.model_is_local_path:
+        return Report()  # a path on the instance (provisioned there): nothing to check from here
+    advice = Advice(
+        set_token="pass it to the instance with --env HF_TOKEN=hf_... (a token of an account that can read it)",
+        bigger_disk="rent a bigger disk with --disk {gb}",
+    )
+    target = Target(
+        advice=advice,
+        token=instance.get("HF_TOKEN") or False,
+        free_bytes=int(spec.disk_gb * 1e9),
+        where=f"the instance's {spec.disk_gb:g} GB disk (--disk)",
+        use_cache=False,
+    )
+    return check(settings, env, target, offline=is_true(env.get("HF_HUB_OFFLINE")))
 
 
 def default_public_key(env: Mapping[str, str]) -> Path | None:

@@ -1,0 +1,187 @@
+"""The architectures the installed vLLM can serve, and how, read without importing vLLM (data, checked by a test).
+
+The serving processes must not import vLLM (it takes seconds and gigabytes), and `reranker vast launch` runs
+where vLLM is not installed at all, so vLLM's model registry is copied here as data for the pinned version
+(release.VLLM_VERSION). tests/test_preflight.py compares it with the installed registry
+(`ModelRegistry.get_supported_archs()` and the pooling tables), so a vLLM upgrade that changes it fails there.
+
+`runner_for` applies vLLM's own rule (vllm/model_executor/models/registry.py `_normalize_arch` and
+vllm/config/model.py `_get_default_runner_type`): a registered architecture is served as it is; an unregistered
+`XForSequenceClassification` (or another known suffix) is converted from a registered `XForCausalLM` (or
+`XModel`, ...); the suffix says whether vLLM then scores (pooling) or generates text by default.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Runner(StrEnum):
+    """What vLLM does with a model by default."""
+
+    POOLING = "pooling"  # scores: /rerank, /score (cross-encoders, embedding and late-interaction models)
+    GENERATE = "generate"  # generates text: no /rerank, no /score
+
+
+# vllm/config/model.py `_SUFFIX_TO_DEFAULTS` (order matters: the first suffix that matches wins).
+SUFFIX_DEFAULTS: tuple[tuple[str, Runner], ...] = (
+    ("ForCausalLM", Runner.GENERATE),
+    ("ForConditionalGeneration", Runner.GENERATE),
+    ("ChatModel", Runner.GENERATE),
+    ("LMHeadModel", Runner.GENERATE),
+    ("ForTextEncoding", Runner.POOLING),
+    ("EmbeddingModel", Runner.POOLING),
+    ("ForSequenceClassification", Runner.POOLING),
+    ("ForTokenClassification", Runner.POOLING),
+    ("ForAudioClassification", Runner.POOLING),
+    ("ForImageClassification", Runner.POOLING),
+    ("ForVideoClassification", Runner.POOLING),
+    ("ClassificationModel", Runner.POOLING),
+    ("ForRewardModeling", Runner.POOLING),
+    ("RewardModel", Runner.POOLING),
+    ("Model", Runner.POOLING),
+)
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# `ModelRegistry.get_supported_archs()` of the pinned vLLM (release.VLLM_VERSION): every architecture it implements.
+REGISTERED = _names(
+    """
+AXK1ForCausalLM AfmoeForCausalLM ApertusForCausalLM ArceeForCausalLM AriaForConditionalGeneration
+AudioFlamingo3ForConditionalGeneration BagelForConditionalGeneration BailingMoeForCausalLM BailingMoeV25MTPModel
+BailingMoeV2ForCausalLM BailingMoeV2_5ForCausalLM BailingMoeV3ForCausalLM BailingMoeV3MTPModel
+BailingMoeV3VLForConditionalGeneration BeeForConditionalGeneration BertForMaskedLM BertForSequenceClassification
+BertForTokenClassification BertModel BertSpladeSparseEmbeddingModel BgeM3EmbeddingModel
+Blip2ForConditionalGeneration BloomForCausalLM CLIPModel ChatGLMForConditionalGeneration ChatGLMModel
+ClefOmniForJointSchema Cohere2ForCausalLM Cohere2MoeForCausalLM Cohere2VisionForConditionalGeneration
+CohereAsrForConditionalGeneration CohereCompassForConditionalGeneration CohereForCausalLM ColBERTJinaRobertaModel
+ColBERTLfm2Model ColBERTModernBertModel ColModernVBertForRetrieval ColPaliForRetrieval ColQwen3 ColQwen3_5
+Cosmos3EdgeForConditionalGeneration Cosmos3ForConditionalGeneration CwmForCausalLM DFlash2DraftModel
+DFlashDraftModel DFlashLagunaForCausalLM DFlashMuseGlimmerAssistantModel DSparkDraftModel DSparkV41DraftModel
+DbrxForCausalLM DeciLMForCausalLM DeepSeekMTPModel DeepSeekV4MTPModel DeepseekForCausalLM DeepseekOCR2ForCausalLM
+DeepseekOCRForCausalLM DeepseekV2ForCausalLM DeepseekV32ForCausalLM DeepseekV32MTPModel DeepseekV3BidirectionalModel
+DeepseekV3ForCausalLM DeepseekV41ForCausalLM DeepseekV4ForCausalLM DeepseekV4ForConditionalGeneration
+DeepseekVLV2ForCausalLM DiffusionGemmaForBlockDiffusion Dots3NoteForCausalLM Dots3NoteMTPModel DotsOCRForCausalLM
+Eagle2_5_VLForConditionalGeneration Eagle3DeepseekV2ForCausalLM Eagle3DeepseekV3ForCausalLM Eagle3LlamaForCausalLM
+Eagle3MiniMaxM2ForCausalLM Eagle3Qwen2_5vlForCausalLM Eagle3Qwen3ForCausalLM Eagle3Qwen3vlForCausalLM
+EagleCohereForCausalLM EagleDeepSeekMTPModel EagleLlama4ForCausalLM EagleLlamaForCausalLM EagleMiniCPMForCausalLM
+EagleMistralForCausalLM EagleMistralLarge3ForCausalLM EmbeddingGemma2Model Emu3ForConditionalGeneration
+Ernie4_5ForCausalLM Ernie4_5_MoeForCausalLM Ernie4_5_VLMoeForConditionalGeneration ErnieMTPModel Exaone4ForCausalLM
+Exaone4_5_ForConditionalGeneration Exaone4_5_MTP ExaoneForCausalLM ExaoneMoEForCausalLM ExaoneMoeForCausalLM
+ExaoneMoeMTP ExtractHiddenStatesModel FalconForCausalLM FalconH1ForCausalLM FalconMambaForCausalLM
+FireRedASR2ForConditionalGeneration FlexOlmoForCausalLM FunASRForConditionalGeneration
+FunAudioChatForConditionalGeneration GLM4VForCausalLM GPT2ForSequenceClassification GPT2LMHeadModel
+GPTBigCodeForCausalLM GPTJForCausalLM GPTNeoXForCausalLM Gemma2ForCausalLM Gemma2Model Gemma3ForCausalLM
+Gemma3ForConditionalGeneration Gemma3TextModel Gemma3nForCausalLM Gemma3nForConditionalGeneration Gemma4DSparkModel
+Gemma4ForCausalLM Gemma4ForConditionalGeneration Gemma4MTPModel Gemma4UnifiedForConditionalGeneration
+GemmaForCausalLM Glm4ForCausalLM Glm4MoeForCausalLM Glm4MoeLiteForCausalLM Glm4MoeLiteMTPModel Glm4MoeMTPModel
+Glm4vForConditionalGeneration Glm4vMoeForConditionalGeneration Glm5NextForCausalLM Glm5NextForConditionalGeneration
+Glm5NextMTPModel GlmAsrForConditionalGeneration GlmForCausalLM GlmMoeDsaForCausalLM GlmOcrForConditionalGeneration
+GlmOcrMTPModel GptOssForCausalLM Granite4VisionForConditionalGeneration GraniteForCausalLM GraniteMoeForCausalLM
+GraniteMoeHybridForCausalLM GraniteMoeSWAForCausalLM GraniteMoeSharedForCausalLM GraniteSWAForCausalLM
+GraniteSpeechForConditionalGeneration GraniteSpeechPlusForConditionalGeneration GteModel
+GteNewForSequenceClassification GteNewModel H2OVLChatModel HCXVisionV2ForCausalLM HF_ColBERT HYV3ForCausalLM
+HYV3MTPModel HYV4ForCausalLM HYV4MTPModel HfMoondream HrmTextForCausalLM HunYuanDenseV1ForCausalLM
+HunYuanMoEV1ForCausalLM HunYuanVLForConditionalGeneration HyperCLOVAXForCausalLM IQuestCoderForCausalLM
+IQuestLoopCoderForCausalLM Idefics3ForConditionalGeneration InklingForCausalLM InklingForConditionalGeneration
+InklingMTPModel InternLM2ForCausalLM InternLM2ForRewardModel InternLM3ForCausalLM InternS1ForConditionalGeneration
+InternS1ProForConditionalGeneration InternS2MobiusForConditionalGeneration InternS2MobiusMTP
+InternS2PreviewForConditionalGeneration InternVLChatModel InternVLForConditionalGeneration
+IsaacForConditionalGeneration Jais2ForCausalLM JambaForCausalLM JambaForSequenceClassification JinaEmbeddingsV5Model
+JinaForRanking JinaVLForRanking K2HorizonForCausalLM K3DSparkModel KananaVForConditionalGeneration
+KeyeForConditionalGeneration KeyeVL1_5ForConditionalGeneration KimiK25ForConditionalGeneration
+KimiK3ForConditionalGeneration KimiK3MTPModel KimiLinearForCausalLM KimiVLForConditionalGeneration LLaMAForCausalLM
+LagunaForCausalLM Lfm2ForCausalLM Lfm2MoeForCausalLM Lfm2VlForConditionalGeneration LiLiCorrDraftModel
+LightOnOCRForConditionalGeneration Llama4ForCausalLM Llama4ForConditionalGeneration
+LlamaBidirectionalForSequenceClassification LlamaBidirectionalModel LlamaForCausalLM LlamaForCausalLMEagle3
+LlamaModel LlamaNemotronVLForSequenceClassification LlamaNemotronVLModel Llama_Nemotron_Nano_VL
+LlavaForConditionalGeneration LlavaNextForConditionalGeneration LlavaNextVideoForConditionalGeneration
+LlavaOnevision2ForConditionalGeneration LlavaOnevisionForConditionalGeneration LongCatFlashMTPModel
+LongcatFlashForCausalLM LongcatFlashNgramForCausalLM Mamba2ForCausalLM MambaForCausalLM MedusaModel
+MellumForCausalLM MiDashengLMModel MiMoForCausalLM MiMoMTPModel MiMoV2FlashForCausalLM MiMoV2ForCausalLM
+MiMoV2MTPModel MiMoV2OmniForCausalLM MiMoV2OmniMTPModel MiniCPM3ForCausalLM MiniCPMForCausalLM MiniCPMO MiniCPMV
+MiniCPMV4_6ForConditionalGeneration MiniCPMV4_7ForConditionalGeneration MiniMaxM2ForCausalLM MiniMaxM3MTP
+MiniMaxM3SparseForCausalLM MiniMaxM3SparseForConditionalGeneration Ministral3ForCausalLM
+Mistral3ForConditionalGeneration MistralForCausalLM MistralLarge3ForCausalLM MistralModel MixtralForCausalLM
+ModernBertForSequenceClassification ModernBertForTokenClassification ModernBertModel Molmo2ForConditionalGeneration
+MolmoForCausalLM Moondream3ForCausalLM MoonshotKimiaForCausalLM MossAudioModel
+MossTranscribeDiarizeForConditionalGeneration MuseGlimmerAssistantModel MuseGlimmerForCausalLM
+MuseGlimmerForConditionalGeneration NVLM_D NanbeigeForCausalLM NemotronForCausalLM NemotronHForCausalLM
+NemotronHMTPModel NemotronHPuzzleForCausalLM NemotronH_Nano_Omni_Reasoning_V3 NemotronH_Nano_VL_V2
+NemotronH_Omni_Reasoning_V3 NemotronH_Super_Omni_Reasoning_V3 NemotronParseForConditionalGeneration NomicBertModel
+OPTForCausalLM Olmo2ForCausalLM Olmo3ForCausalLM OlmoForCausalLM OlmoHybridForCausalLM OlmoeForCausalLM
+OpenAIPrivacyFilterForTokenClassification OpenCUAForConditionalGeneration OpenPanguMTPModel
+OpenPanguVLForConditionalGeneration OpenVLAForActionPrediction OpsColQwen3Model OrionForCausalLM Ovis Ovis2_5
+Ovis2_6ForCausalLM Ovis2_6_MoeForCausalLM PEagleDraftModel PaddleOCRVLForConditionalGeneration
+PaliGemmaForConditionalGeneration PanguEmbeddedForCausalLM PanguProMoEV2ForCausalLM PanguUltraMoEForCausalLM
+Param2MoEForCausalLM PeagleLlamaForCausalLM PeagleQwen3ForCausalLM Phi3ForCausalLM Phi3VForCausalLM Phi4ForCausalLMV
+Phi4MMForCausalLM PhiForCausalLM PhiMoEForCausalLM PixtralForConditionalGeneration Plamo3ForCausalLM
+QianfanOCRForConditionalGeneration Qwen2AudioForConditionalGeneration Qwen2ForCausalLM Qwen2ForProcessRewardModel
+Qwen2ForRewardModel Qwen2Model Qwen2MoeForCausalLM Qwen2VLForConditionalGeneration
+Qwen2_5OmniForConditionalGeneration Qwen2_5OmniModel Qwen2_5_VLForConditionalGeneration
+Qwen3ASRForConditionalGeneration Qwen3ASRForcedAlignerForTokenClassification Qwen3ASRRealtimeGeneration
+Qwen3DSparkModel Qwen3ForCausalLM Qwen3MoeForCausalLM Qwen3NextForCausalLM Qwen3NextMTP Qwen3OmniDSparkModel
+Qwen3OmniMoeForConditionalGeneration Qwen3VLForConditionalGeneration Qwen3VLMoeForConditionalGeneration
+Qwen3VLNemotronEmbedModel Qwen3_5ForCausalLM Qwen3_5ForConditionalGeneration Qwen3_5MTP Qwen3_5MoeForCausalLM
+Qwen3_5MoeForConditionalGeneration Qwen3_5MoeMTP Qwen4ExpForCausalLM Qwen4ExpForConditionalGeneration Qwen4ExpMTP
+RForConditionalGeneration Rnj1ForCausalLM RobertaForMaskedLM RobertaForSequenceClassification
+RobertaForTokenClassification RobertaModel SarvamMLAForCausalLM SarvamMoEForCausalLM SeedOssForCausalLM SiglipModel
+SkyworkR1VChatModel SmolLM3ForCausalLM SmolVLMForConditionalGeneration SolarForCausalLM StableLmForCausalLM
+Starcoder2ForCausalLM Step1ForCausalLM Step3TextForCausalLM Step3VLForConditionalGeneration Step3p5ForCausalLM
+Step3p5MTP Step3p7ForConditionalGeneration StepVLForConditionalGeneration TeleChat2ForCausalLM TeleChat3ForCausalLM
+TeleFLMForCausalLM Terratorch TransformersEmbeddingModel TransformersForCausalLM
+TransformersForSequenceClassification TransformersMoEEmbeddingModel TransformersMoEForCausalLM
+TransformersMoEForSequenceClassification TransformersMultiModalEmbeddingModel TransformersMultiModalForCausalLM
+TransformersMultiModalForSequenceClassification TransformersMultiModalMoEForCausalLM UltravoxModel
+UnlimitedOCRForCausalLM VaultGemmaForCausalLM VibeVoiceAsrForConditionalGeneration VoxtralForConditionalGeneration
+VoxtralRealtimeGeneration VoyageQwen3BidirectionalEmbedModel WhisperForConditionalGeneration
+XLMRobertaForSequenceClassification XLMRobertaForTokenClassification XLMRobertaModel Zamba2ForCausalLM
+"""
+)
+
+# Of those, the ones in vLLM's pooling tables (_EMBEDDING_MODELS, _SEQUENCE_CLASSIFICATION_MODELS,
+# _LATE_INTERACTION_MODELS, _REWARD_MODELS, _TOKEN_CLASSIFICATION_MODELS).
+POOLING = _names(
+    """
+BertForMaskedLM BertForSequenceClassification BertForTokenClassification BertModel BertSpladeSparseEmbeddingModel
+BgeM3EmbeddingModel CLIPModel ClefOmniForJointSchema ColBERTJinaRobertaModel ColBERTLfm2Model ColBERTModernBertModel
+ColModernVBertForRetrieval ColPaliForRetrieval ColQwen3 ColQwen3_5 DeciLMForCausalLM DeepseekV3BidirectionalModel
+EmbeddingGemma2Model GPT2ForSequenceClassification Gemma2Model Gemma3TextModel GteModel
+GteNewForSequenceClassification GteNewModel HF_ColBERT IQuestCoderForCausalLM InternLM2ForRewardModel
+InternLM3ForCausalLM JambaForSequenceClassification JinaEmbeddingsV5Model JinaForRanking JinaVLForRanking
+LLaMAForCausalLM LlamaBidirectionalForSequenceClassification LlamaBidirectionalModel LlamaForCausalLM LlamaModel
+LlamaNemotronVLForSequenceClassification LlamaNemotronVLModel LlavaNextForConditionalGeneration MistralModel
+ModernBertForSequenceClassification ModernBertForTokenClassification ModernBertModel NomicBertModel
+OpenAIPrivacyFilterForTokenClassification OpsColQwen3Model Phi3ForCausalLM Phi3VForCausalLM Qwen2ForCausalLM
+Qwen2ForProcessRewardModel Qwen2ForRewardModel Qwen2Model Qwen2VLForConditionalGeneration
+Qwen3ASRForcedAlignerForTokenClassification Qwen3VLNemotronEmbedModel RobertaForMaskedLM
+RobertaForSequenceClassification RobertaForTokenClassification RobertaModel SiglipModel TeleChat2ForCausalLM
+TeleChat3ForCausalLM Terratorch VoyageQwen3BidirectionalEmbedModel XLMRobertaForSequenceClassification
+XLMRobertaForTokenClassification XLMRobertaModel
+"""
+)
+
+
+def suffix_default(architecture: str) -> tuple[str, Runner] | None:
+    """The first suffix of SUFFIX_DEFAULTS the name ends with, and vLLM's default runner for it."""
+    return next(((suffix, runner) for suffix, runner in SUFFIX_DEFAULTS if architecture.endswith(suffix)), None)
+
+
+def runner_for(architecture: str) -> Runner | None:
+    """How vLLM serves `architecture` by default, or None when vLLM has no implementation of it (it may then
+    still try the Transformers backend: see facts/transformers_backend.py)."""
+    default = suffix_default(architecture)
+    if architecture in REGISTERED:
+        if architecture in POOLING and (default is None or default[1] is Runner.POOLING):
+            return Runner.POOLING
+        return default[1] if default else Runner.GENERATE
+    if default is None:
+        return None
+    suffix, runner = default
+    for other, _ in SUFFIX_DEFAULTS:
+        if architecture.replace(suffix, other) in REGISTERED:
+            return runner
+    return None
