@@ -34,6 +34,8 @@ class HealthBody:
     phase: str | None = None  # serve.status.Phase, as the launcher last reported it
     quality_check: str | None = None  # serve.status.QualityState
     reason: str | None = None
+    # FAILED only: the launcher gave up (a retry cannot help); waiting longer is pointless.
+    final: bool = False
 
     @property
     def http_status(self) -> int:
@@ -53,6 +55,8 @@ class HealthBody:
         }
         if self.reason is not None:
             body["reason"] = self.reason
+        if self.status is HealthState.FAILED:
+            body["final"] = self.final
         return body
 
     @classmethod
@@ -69,4 +73,5 @@ class HealthBody:
             value = data.get(name)
             return str(value) if value is not None else None
 
-        return cls(status, text("model"), text("phase"), text("quality_check"), text("reason"))
+        final = status is HealthState.FAILED and data.get("final") is True
+        return cls(status, text("model"), text("phase"), text("quality_check"), text("reason"), final)

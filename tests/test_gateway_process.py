@@ -357,6 +357,17 @@ def test_health_report(ready: bool, ever: bool, status: dict[str, str], expected
     assert report.model == "m"
 
 
+def test_a_failure_the_launcher_gave_up_on_is_final_in_health() -> None:
+    """`final` tells a waiting client (reranker vast launch) that only a change of settings helps."""
+    retrying = VllmStatus.from_json({"phase": "failed", "reason": "x", "load_failures": 1})
+    gave_up = VllmStatus.from_json({"phase": "failed", "reason": "x", "load_failures": status.MAX_LOAD_FAILURES})
+    assert health.health_report(False, False, retrying, "m").to_json()["final"] is False
+    body = health.health_report(False, False, gave_up, "m").to_json()
+    assert body["final"] is True and body["status"] == "failed"
+    assert HealthBody.from_json(body) == health.health_report(False, False, gave_up, "m")
+    assert "final" not in health.health_report(True, True, gave_up, "m").to_json()  # ready says nothing of it
+
+
 # --- what the gateway imports, and the one error shape, without a server ------------------------------
 
 FORBIDDEN_IN_GATEWAY = (

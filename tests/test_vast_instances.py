@@ -66,6 +66,25 @@ def test_wait_ends_when_vllm_keeps_failing(env, fake, gateway):
     assert now[0] == 100.0
 
 
+def test_wait_ends_at_once_when_the_launcher_gave_up(env, fake, gateway):
+    """A failure a retry cannot fix (the gateway says `final`) ends the wait on the first sight of it."""
+    gateway.script = [(503, {"status": "failed", "phase": "failed", "reason": "no model x on the hub", "final": True})]
+    client = make_client(env)
+    instance_id = create_instance(client, 9001, LaunchSpec(api_key="k"))
+    now = [0.0]
+    with pytest.raises(InstanceFailed, match="no model x on the hub"):
+        wait_until_ready(
+            client,
+            instance_id,
+            "k",
+            options=WaitOptions(timeout=1000, poll_interval=10, failed_grace=60),
+            report=lambda _line: None,
+            clock=lambda: now[0],
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+        )
+    assert now[0] < 60  # not the grace period
+
+
 def test_a_200_that_is_not_the_gateway_is_not_ready(env, fake, gateway, capsys):
     gateway.script = [(200, {"hello": "proxy"}), (200, {"status": "ready"})]
     code, _, err = run_vast(capsys, "launch", "9001", "--yes", *FAST)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
@@ -59,7 +59,8 @@ def health_report(ready: bool, ever_ready: bool, status: VllmStatus | None, mode
     if ready:
         return body(HealthState.READY, Phase.READY)
     if phase is Phase.FAILED:
-        return body(HealthState.FAILED, why=reason or "vLLM failed to start")
+        failed = body(HealthState.FAILED, why=reason or "vLLM failed to start")
+        return replace(failed, final=bool(status and status.gave_up))
     if phase is Phase.STOPPED:
         return body(HealthState.DOWN, why=reason or "vLLM is stopped")
     if (phase is not None and phase.loading) or (phase in (None, Phase.READY) and not ever_ready):

@@ -39,11 +39,10 @@ from reranker_template.serve.failures import FailureContext, classify, telling_l
 from reranker_template.serve.preflight import Target, preflight
 from reranker_template.serve.processes import setup_logging, signal_group_except_self
 from reranker_template.serve.provisioning import wait_for_provisioning
-from reranker_template.serve.status import Phase, QualityState, VllmStatus, read_status, write_status
+from reranker_template.serve.status import MAX_LOAD_FAILURES, Phase, QualityState, VllmStatus, read_status, write_status
 from reranker_template.settings import Settings, is_true, load_settings
 
 # Starts allowed to fail at loading before the launcher gives up (exits at once, so supervisord FATALs).
-MAX_LOAD_FAILURES = 2
 STOP_GRACE_SECONDS = 15.0
 EXIT_GAVE_UP = 3
 # Environment vLLM must not see: VLLM_API_KEY would make vLLM demand a key on loopback (the gateway does auth).

@@ -32,6 +32,10 @@ class Phase(StrEnum):
         return self in (Phase.PROVISIONING, Phase.DOWNLOADING, Phase.STARTING)
 
 
+# Starts of vLLM that may fail before the launcher stops trying (a failure a retry cannot fix counts as all).
+MAX_LOAD_FAILURES = 2
+
+
 class QualityState(StrEnum):
     """The known-answer check's result (serve/quality.py)."""
 
@@ -49,6 +53,11 @@ class VllmStatus:
     quality_detail: str | None = None
     load_failures: int = 0  # consecutive failed starts; reset when vLLM becomes ready
     updated: float = 0.0
+
+    @property
+    def gave_up(self) -> bool:
+        """The launcher will not start vLLM again: only a change (of settings, model, machine) helps."""
+        return self.phase is Phase.FAILED and self.load_failures >= MAX_LOAD_FAILURES
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

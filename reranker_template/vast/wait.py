@@ -1,7 +1,8 @@
 """Waiting until a rented instance serves: its Vast status first, then the gateway's /health.
 
 Rules: each change is reported once; an instance Vast reports as exited (or stopped) ends the wait at
-once; a vLLM that reports "failed" ends it only after `failed_grace` (the launcher restarts it once);
+once; a vLLM that reports "failed" ends it at once when the launcher gave up (`final`: a retry cannot
+help), otherwise after `failed_grace` (the launcher restarts it once);
 anything that answers /health but is not our gateway (Vast's proxy, plain HTTP to a TLS port) counts
 as unreachable, never as ready. The gateway's body is read with `protocol.HealthBody`, its one reader.
 """
@@ -32,6 +33,7 @@ class HealthProbe:
     state: HealthState | Literal["unreachable"]
     detail: str = ""
     scheme: str = "http"
+    final: bool = False  # failed, and the launcher gave up: no point in waiting
 
     @property
     def reachable(self) -> bool:
@@ -49,7 +51,7 @@ def _judge(status_code: int, data: Any, scheme: str) -> HealthProbe | None:
         return None
     if body.status is HealthState.READY:
         return HealthProbe(body.status, "", scheme)
-    return HealthProbe(body.status, body.detail or "", scheme)
+    return HealthProbe(body.status, body.detail or "", scheme, body.final)
 
 
 def probe_health(host: str, port: int, api_key: str, schemes: Sequence[str], timeout: float = 5.0) -> HealthProbe:
@@ -158,7 +160,7 @@ def wait_until_ready(
                 failed_since = None
             elif failed_since is None:
                 failed_since = clock()
-            if failed_since is not None and clock() - failed_since >= options.failed_grace:
+            if failed_since is not None and (health.final or clock() - failed_since >= options.failed_grace):
                 raise InstanceFailed(
                     f"instance {instance_id}: vLLM failed to start ({health.detail or 'no reason given'}); "
                     f"{logs_hint(instance_id)}; remove it with `reranker vast destroy {instance_id}`"
