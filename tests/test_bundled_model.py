@@ -11,13 +11,13 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from support.stack_runner import REPO, RERANKER, RunningStack, http_get, http_post_json, start_stack
+from support.stack_runner import REPO, RERANKER, RunningStack, http_get, http_post_json
 
 from reranker_template.errors import ModelUnavailable
 from reranker_template.serve import bundled_model
@@ -233,30 +233,24 @@ def test_reranker_plan_shows_the_bundled_model_and_why(tmp_path: Path) -> None:
     assert (built / MARKER).is_file()
 
 
-@pytest.fixture(scope="module")
-def default_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path) -> Iterator[RunningStack]:
-    """`reranker serve` exactly as a user starts it: no MODEL_NAME, no SERVED_MODEL_NAME, an empty cache."""
-    stack = start_stack(tmp_path_factory.mktemp("default-stack"), "", served_name="", cache_root=vllm_cache_root)
-    yield stack
-    stack.stop()
-
-
 @pytest.mark.vllm
-def test_the_default_stack_serves_the_bundled_cross_encoder(default_stack: RunningStack) -> None:
-    log = default_stack.log_text()
+def test_the_default_stack_serves_the_bundled_cross_encoder(cross_encoder_stack: RunningStack) -> None:
+    log = cross_encoder_stack.log_text()
     built = re.search(r"bundled model .*built in ([\d.]+) s: (\S+)", log)
     assert built is not None, log[-3000:]
-    print(f"\nbundled model built in {built.group(1)} s; stack ready {default_stack.started_in:.0f} s after start")
-    status, body = http_get(default_stack.gateway_url + "/health")
+    print(
+        f"\nbundled model built in {built.group(1)} s; stack ready {cross_encoder_stack.started_in:.0f} s after start"
+    )
+    status, body = http_get(cross_encoder_stack.gateway_url + "/health")
     health = json.loads(body)
     assert status == 200 and health["model"] == BUNDLED_MODEL, health
     deadline = time.monotonic() + 60  # the known-answer check runs in the background right after readiness
     while health.get("quality_check") == "pending" and time.monotonic() < deadline:
         time.sleep(0.5)
-        health = json.loads(http_get(default_stack.gateway_url + "/health")[1])
+        health = json.loads(http_get(cross_encoder_stack.gateway_url + "/health")[1])
     assert health["quality_check"] == "passed", health
     status, answer = http_post_json(
-        default_stack.gateway_url + "/v1/rerank",
+        cross_encoder_stack.gateway_url + "/v1/rerank",
         {"model": BUNDLED_MODEL, "query": GREEN_TEA_QUERY, "documents": GREEN_TEA_DOCUMENTS},
     )
     assert status == 200, answer

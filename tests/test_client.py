@@ -19,6 +19,7 @@ from reranker_template.client.http import Health, RerankerClient, retry_after_se
 from reranker_template.errors import ConfigError, NotReadyError, RerankerError
 from reranker_template.gateway.tls import generate_self_signed
 from reranker_template.protocol import HealthState
+from reranker_template.settings import BUNDLED_MODEL
 
 QUERY = "What are the health benefits of green tea?"
 DOCS = [
@@ -146,10 +147,10 @@ def test_an_untrusted_certificate_fails_at_once_with_what_to_do(tmp_path: Path) 
 
 
 @pytest.mark.vllm
-def test_rerank_ranks_real_documents_best_first(minilm_stack) -> None:
-    with RerankerClient(minilm_stack.gateway_url, minilm_stack.token) as client:
+def test_rerank_ranks_real_documents_best_first(cross_encoder_stack) -> None:
+    with RerankerClient(cross_encoder_stack.gateway_url, cross_encoder_stack.token) as client:
         result = client.rerank(QUERY, DOCS)
-        assert result.model == "minilm"
+        assert result.model == BUNDLED_MODEL  # the real cross-encoder a user gets by default
         assert {hit.index for hit in result.results[:2]} == TEA
         assert [hit.relevance_score for hit in result.results] == sorted(
             (hit.relevance_score for hit in result.results), reverse=True

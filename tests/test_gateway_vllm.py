@@ -58,9 +58,11 @@ def test_seed_curl_examples_work_through_the_gateway(minilm_stack: RunningStack,
 
 
 @pytest.mark.skipif(not SEEDS.is_dir(), reason="the source documents (shared/seeds beside the checkout) are not here")
-def test_seed_rerank_ranks_green_tea_first(minilm_stack: RunningStack) -> None:
+def test_seed_rerank_ranks_green_tea_first(cross_encoder_stack: RunningStack) -> None:
     (command,) = [c for i, c in seed_curl_commands() if i.startswith("000") and "/v1/rerank" in c]
-    result = subprocess.run(["bash", "-c", adapt(command, minilm_stack)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "-c", adapt(command, cross_encoder_stack)], capture_output=True, text=True, timeout=120
+    )
     body = json.loads(result.stdout)
     assert len(body["results"]) == 3  # top_n
     assert "Basketball" not in json.dumps(body["results"])
@@ -86,19 +88,19 @@ def test_seed_python_requests_score_example(minilm_stack: RunningStack) -> None:
     assert scores[0][0].startswith("Deep learning") and scores[1][0].startswith("Deep learning")
 
 
-def test_seed_cohere_client_example(minilm_stack: RunningStack) -> None:
+def test_seed_cohere_client_example(cross_encoder_stack: RunningStack) -> None:
     cohere = pytest.importorskip("cohere")
-    co = cohere.ClientV2(minilm_stack.token, base_url=minilm_stack.gateway_url)
+    co = cohere.ClientV2(cross_encoder_stack.token, base_url=cross_encoder_stack.gateway_url)
     result = co.rerank(
-        model=minilm_stack.served_name,
+        model=cross_encoder_stack.served_name,
         query="What is deep learning?",
         documents=["I like pizza", "Deep learning is a type of machine learning"],
     )
     assert [doc.index for doc in result.results] == [1, 0]
     assert result.results[0].relevance_score > result.results[1].relevance_score
-    wrong = cohere.ClientV2("not-the-token", base_url=minilm_stack.gateway_url)
+    wrong = cohere.ClientV2("not-the-token", base_url=cross_encoder_stack.gateway_url)
     with pytest.raises(Exception) as raised:
-        wrong.rerank(model=minilm_stack.served_name, query="q", documents=["d"])
+        wrong.rerank(model=cross_encoder_stack.served_name, query="q", documents=["d"])
     assert "401" in str(raised.value)
 
 
@@ -123,7 +125,7 @@ def test_health_names_the_served_model(minilm_stack: RunningStack) -> None:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make browser installs it)")
-def test_landing_page_try_it_form_in_a_real_browser(minilm_stack: RunningStack) -> None:
+def test_landing_page_try_it_form_in_a_real_browser(cross_encoder_stack: RunningStack) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     args = [
         "--headless",
@@ -141,14 +143,16 @@ def test_landing_page_try_it_form_in_a_real_browser(minilm_stack: RunningStack) 
             problems: list[str] = []
             page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.goto(f"{minilm_stack.gateway_url}/?token={minilm_stack.token}")
-            assert page.url == minilm_stack.gateway_url + "/"  # redirected to the clean URL
+            page.goto(f"{cross_encoder_stack.gateway_url}/?token={cross_encoder_stack.token}")
+            assert page.url == cross_encoder_stack.gateway_url + "/"  # redirected to the clean URL
             cookies = page.context.cookies()
-            assert any(c["httpOnly"] and c["sameSite"] == "Lax" and c["value"] == minilm_stack.token for c in cookies)
-            assert page.locator("#model-name").inner_text() == minilm_stack.served_name
+            assert any(
+                c["httpOnly"] and c["sameSite"] == "Lax" and c["value"] == cross_encoder_stack.token for c in cookies
+            )
+            assert page.locator("#model-name").inner_text() == cross_encoder_stack.served_name
             assert page.locator("#status").inner_text().startswith("ready")
             examples = page.locator("#use").inner_text()
-            assert minilm_stack.gateway_url in examples and minilm_stack.token in examples
+            assert cross_encoder_stack.gateway_url in examples and cross_encoder_stack.token in examples
             assert "cohere.ClientV2" in examples and "-L " in examples
             page.click("#try-submit")
             page.wait_for_selector("#try-results tbody tr", timeout=60_000)
@@ -159,7 +163,7 @@ def test_landing_page_try_it_form_in_a_real_browser(minilm_stack: RunningStack) 
                 float(page.locator(f"#try-results tbody tr:nth-child({i}) td.score").inner_text()) for i in (1, 2, 3, 4)
             ]
             assert scores == sorted(scores, reverse=True)
-            page.screenshot(path=str(minilm_stack.state_dir / "landing.png"), full_page=True)
+            page.screenshot(path=str(cross_encoder_stack.state_dir / "landing.png"), full_page=True)
             assert not problems, problems  # no CSP violations, no script errors
         finally:
             browser.close()
