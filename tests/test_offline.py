@@ -18,7 +18,7 @@ from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo
 from reranker_template.plan.build import VLLM_MODULE, make_plan
 from reranker_template.plan.contract import Plan
-from reranker_template.settings import load_settings
+from reranker_template.settings import BUNDLED_MODEL, load_settings
 
 QUERY = "What are the health benefits of green tea?"
 DOCS = [
@@ -118,6 +118,13 @@ def test_the_settings_of_the_server_reach_the_offline_engine(tmp_path: Path) -> 
     assert args.model == str(minilm_dir()) and args.max_model_len == 128
     dtype = plan.vllm_command[plan.vllm_command.index("--dtype") + 1]
     assert args.dtype == dtype  # our CPU plan's dtype, not vLLM's default "auto"
+
+
+def test_with_no_model_offline_plans_the_bundled_cross_encoder_as_serve_does(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PATH": os.environ["PATH"]}
+    plan = plan_for(None, env)
+    assert plan.served_model_name == BUNDLED_MODEL and plan.preset == "cross-encoder"
+    assert Path(plan.model).is_dir() and (Path(plan.model) / "config.json").is_file()
 
 
 def test_ld_preload_is_applied_by_restarting_once() -> None:

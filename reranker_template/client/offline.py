@@ -26,7 +26,6 @@ from typing import Any
 from reranker_template.plan.build import VLLM_MODULE
 from reranker_template.plan.contract import Plan
 from reranker_template.plan.truncation import apply_default_truncation
-from reranker_template.settings import load_settings
 
 
 @dataclass(frozen=True)
@@ -94,13 +93,16 @@ def options_from_plan(plan: Plan) -> OfflineOptions:
 
 
 def plan_for(model: str | None = None, env: Mapping[str, str] | None = None) -> Plan:
-    """The plan `reranker serve` would run with this environment (MODEL_NAME replaced by `model`)."""
-    from reranker_template.serve.stack import build_plan
+    """The plan `reranker serve` would run with this environment (MODEL_NAME replaced by `model`).
+
+    Planned exactly as `reranker serve` plans, so with no model at all it is the bundled cross-encoder.
+    """
+    from reranker_template.serve.stack import prepare
 
     env = dict(os.environ if env is None else env)
     if model:
         env["MODEL_NAME"] = model
-    return build_plan(load_settings(env), env)
+    return prepare(container=False, env=env).plan
 
 
 def rank(scores: Sequence[float], top_n: int | None = None) -> list[tuple[int, float]]:
