@@ -95,7 +95,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("query", help="the question")
     parser.add_argument("documents", nargs="*", metavar="DOC", help="documents (or --file, or one per line on stdin)")
     parser.add_argument("--file", "-f", help="read documents from this file, one per line")
-    parser.add_argument("--model", help="model id or directory (default: $MODEL_NAME, else the bundled cross-encoder, as reranker serve)")
+    parser.add_argument(
+        "--model",
+        help="model id or directory (default: $MODEL_NAME, else the bundled cross-encoder, as reranker serve)",
+    )
     parser.add_argument("--top-n", type=positive_int, help="print only the best N")
     parser.add_argument(
         "--json", action="store_true", help="print JSON: {model, query, scores (input order), results (best first)}"
