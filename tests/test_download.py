@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.fake_hub import REVISION, FakeHub
+from support.loopback import free_port
 from support.stack_runner import http_get, minilm_dir, start_stack
 from support.tmpfs import small_filesystem
 
@@ -95,9 +95,7 @@ def test_a_disk_that_fills_up_during_the_download_says_so(tmp_path: Path) -> Non
 
 
 def test_no_network_fails_within_the_deadline_with_advice(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]  # nothing listens here once the socket closes
+    closed = free_port()  # nothing listens there
     started = time.monotonic()
     result = run_fetch(hub_env(tmp_path, f"http://127.0.0.1:{closed}"), REPO, deadline=8)
     elapsed = time.monotonic() - started

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.fake_hub import FakeHub
+from support.loopback import free_port
 from support.stack_runner import http_get, minilm_dir, start_stack
 from support.tmpfs import small_filesystem
 
@@ -244,7 +245,7 @@ def renamed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.vllm
 def test_vllm_refusing_an_architecture(tmp_path: Path, renamed_model: Path) -> None:
-    lines = run_vllm(tmp_path, renamed_model, "--port", str(free_tcp_port()))
+    lines = run_vllm(tmp_path, renamed_model, "--port", str(free_port()))
     found = classify(lines, FailureContext(model=str(renamed_model)), 1)
     assert found.cause is Cause.ARCHITECTURE and not found.retry_helps
     assert "no implementation of FrobnicatorForSequenceClassification" in found.sentence
@@ -255,16 +256,10 @@ def test_vllm_refusing_an_architecture(tmp_path: Path, renamed_model: Path) -> N
 def test_vllm_cpu_memory_reservation(tmp_path: Path) -> None:
     """vLLM-CPU reserves --gpu-memory-utilization of the node's memory and refuses when that much is not free
     (issue 14: the default 0.92 failed on a machine in use); 0.99 is never free on a running machine."""
-    lines = run_vllm(tmp_path, minilm_dir(), "--port", str(free_tcp_port()), "--gpu-memory-utilization", "0.99")
+    lines = run_vllm(tmp_path, minilm_dir(), "--port", str(free_port()), "--gpu-memory-utilization", "0.99")
     found = classify(lines, CPU, 1)
     assert found.cause is Cause.CPU_MEMORY and not found.retry_helps
     assert "reserves 0.99 of the machine's memory" in found.sentence and "--gpu-memory-utilization" in found.sentence
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ or served by a loopback stand-in for the hub's metadata API; no weight file is e
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from support.fake_hub import LoopbackHub
+from support.loopback import free_port
 from support.nvidia import MODEL_DIRS, MODELS, build_hf_cache, fake_smi_env, repo_id
 
 from reranker_template.facts.model import ModelInfo, ModelSource, inspect_model
@@ -157,9 +157,7 @@ def test_reranker_plan_reads_hub_metadata_without_downloading_weights(tmp_path: 
 
 
 def test_unreachable_hub_plans_conservatively(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # a port nothing listens on
     env = {"HF_ENDPOINT": f"http://127.0.0.1:{closed}", "HF_HUB_CACHE": str(tmp_path / "hub"), "HOME": str(tmp_path)}
     info = inspect_model("Qwen/Qwen3-Reranker-4B", is_local=False, env=env)
     assert info.source is ModelSource.UNKNOWN and not info.known
