@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from support.stack_runner import RunningStack, minilm_dir, start_stack
 
+from reranker_template.settings import BUNDLED_MODEL
+
 pytest_plugins = ["support.vast_fixtures"]
 
 
@@ -50,5 +52,6 @@ def cross_encoder_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_roo
     stack for tests where a real reranker's ranking is the point. Shared: tests must not change its state.
     """
     stack = start_stack(tmp_path_factory.mktemp("default-stack"), "", served_name="", cache_root=vllm_cache_root)
+    stack.served_name = BUNDLED_MODEL  # what the stack serves it as (set by no environment of ours)
     yield stack
     stack.stop()

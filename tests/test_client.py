@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support.loopback import LoopbackServer, Reply
-from support.stack_runner import RERANKER, free_port, minilm_dir, start_stack
+from support.loopback import LoopbackServer, Reply, free_port
+from support.stack_runner import RERANKER, minilm_dir, start_stack
 
 from reranker_template.cli.client import Endpoint, resolve_endpoint
 from reranker_template.cli.common import read_documents

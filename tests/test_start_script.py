@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from support.lint_tools import tool
-from support.stack_runner import REPO, RERANKER, TEST_TOKEN, free_port, minilm_dir, processes_with_env
+from support.loopback import free_ports
+from support.stack_runner import REPO, RERANKER, TEST_TOKEN, minilm_dir, processes_with_env
 
 from reranker_template.client import RerankerClient
 
@@ -24,6 +25,7 @@ def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("RERANKER_", "VLLM_", "HF_", "API_KEYS", "OPEN_BUTTON"))
     }
+    gateway_port, vllm_port = free_ports(2)
     env.update(
         {
             "HOME": str(tmp_path / "home"),
@@ -32,8 +34,8 @@ def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "MODEL_NAME": str(minilm_dir()),
             "SERVED_MODEL_NAME": "minilm",
             "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_PORT": str(free_port()),
-            "VLLM_PORT": str(free_port()),
+            "GATEWAY_PORT": str(gateway_port),
+            "VLLM_PORT": str(vllm_port),
             "API_KEYS": TEST_TOKEN,
             "HF_HUB_OFFLINE": "1",
         }

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 import requests
 
-from support.loopback import LoopbackServer, Reply, Request, free_port
+from support.loopback import LoopbackServer, Reply, Request, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = "# HELP vllm:num_requests_running fake\nvllm:num_requests_running 0\n"
@@ -128,7 +128,7 @@ class GatewayProcess:
 
 def start_gateway(tmp_path: Path, env: Mapping[str, str] | None = None, https: bool = False) -> GatewayProcess:
     """The gateway process as supervisord runs it, with its own state/log dirs and free ports."""
-    port, vllm_port = free_port(), free_port()
+    port, vllm_port = free_ports(2)
     state_dir, log_dir = tmp_path / "state", tmp_path / "logs"
     full_env = {
         k: v

@@ -32,9 +32,18 @@ LOOPBACK = "127.0.0.1"
 
 def free_port() -> int:
     """A TCP port nothing listens on right now (the kernel's choice; another process may take it later)."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> tuple[int, ...]:
+    """`count` different free ports: all are held at once while the kernel picks, so none repeats (two
+    `free_port()` calls in a row can get the same port back, as soon as the first socket is closed)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return tuple(int(sock.getsockname()[1]) for sock in sockets)
 
 
 @dataclass(frozen=True)

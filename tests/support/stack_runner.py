@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support.loopback import free_port
+from support.loopback import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 RERANKER = str(Path(sys.executable).parent / "reranker")
@@ -61,6 +61,7 @@ def stack_env(
 ) -> dict[str, str]:
     home = base / "home"
     home.mkdir(parents=True, exist_ok=True)
+    gateway_port, vllm_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "OPEN_BUTTON", "HF_"))}
     env.update(
         {
@@ -71,8 +72,8 @@ def stack_env(
             "MODEL_NAME": model,
             "SERVED_MODEL_NAME": served_name,
             "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_PORT": str(free_port()),
-            "VLLM_PORT": str(free_port()),
+            "GATEWAY_PORT": str(gateway_port),
+            "VLLM_PORT": str(vllm_port),
             "API_KEYS": TEST_TOKEN,
             "HF_HUB_OFFLINE": "1",
             "HF_HOME": str(home / "hf"),
