@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reranker_template.errors import ModelUnavailable
+from reranker_template.serve.failures import gated_sentence, missing_sentence
 
 log = logging.getLogger("reranker.download")
 
@@ -118,17 +119,12 @@ def _refused(model: str, revision: str | None, exc: Exception) -> ModelUnavailab
     from huggingface_hub.errors import GatedRepoError, RevisionNotFoundError
 
     if isinstance(exc, GatedRepoError):
-        return ModelUnavailable(
-            f"{model} is gated: accept its licence at https://huggingface.co/{model} and set HF_TOKEN to a token of "
-            "an account that can read it"
-        )
+        return ModelUnavailable(gated_sentence(model))
     if isinstance(exc, RevisionNotFoundError):
         return ModelUnavailable(
             f"{model} has no revision {revision!r} on the hub: give --revision a branch, tag or commit of it"
         )
-    return ModelUnavailable(
-        f"no model {model} on the hub: check the name (MODEL_NAME); a private model also needs HF_TOKEN"
-    )
+    return ModelUnavailable(missing_sentence(model))
 
 
 def _download(model: str, token: str | None, revision: str | None) -> str:

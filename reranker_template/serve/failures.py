@@ -211,17 +211,25 @@ def _architecture(m: re.Match[str], _text: str, ctx: FailureContext) -> tuple[Ca
     )
 
 
-def _gated(_m: re.Match[str], _text: str, ctx: FailureContext) -> tuple[Cause, str]:
-    return Cause.GATED_MODEL, (
-        f"{ctx.model} is gated: accept its licence at https://huggingface.co/{ctx.model} and set HF_TOKEN to a "
-        "token of that account"
+def gated_sentence(model: str) -> str:
+    """The hub refused a gated model (said by the classifier here and by the download when it is refused)."""
+    return (
+        f"{model} is gated: accept its licence at https://huggingface.co/{model} and set HF_TOKEN to a token of "
+        "an account that can read it"
     )
+
+
+def missing_sentence(model: str) -> str:
+    """The hub has no such model (or it is private and we have no token for it)."""
+    return f"no model {model} on the hub: check the name (MODEL_NAME); a private model also needs HF_TOKEN"
+
+
+def _gated(_m: re.Match[str], _text: str, ctx: FailureContext) -> tuple[Cause, str]:
+    return Cause.GATED_MODEL, gated_sentence(ctx.model)
 
 
 def _missing(_m: re.Match[str], _text: str, ctx: FailureContext) -> tuple[Cause, str]:
-    return Cause.MISSING_MODEL, (
-        f"no model {ctx.model} on the hub: check the name (MODEL_NAME); a private model also needs HF_TOKEN"
-    )
+    return Cause.MISSING_MODEL, missing_sentence(ctx.model)
 
 
 def _tokenizer(_m: re.Match[str], _text: str, ctx: FailureContext) -> tuple[Cause, str]:
