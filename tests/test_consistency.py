@@ -118,9 +118,12 @@ def test_vllm_version_is_the_same_everywhere() -> None:
     assert args == [f"VLLM_VERSION={version}"], (
         f"Dockerfile must default ARG VLLM_VERSION={version} (release.py), has {args}"
     )
-    assert instructions("FROM") == ["vllm/vllm-openai:v${VLLM_VERSION}"], (
-        "the image must start FROM the official vLLM image of that version"
+    assert instructions("FROM") == ["${BASE_IMAGE}"], "one FROM, chosen by BASE_IMAGE (the CPU variant's base)"
+    assert "BASE_IMAGE=vllm/vllm-openai:v${VLLM_VERSION}" in instructions("ARG"), (
+        "the image must default to the official vLLM image of that version"
     )
+    cpu_base = (REPO / "images" / "vllm-cpu" / "Dockerfile").read_text()
+    assert f"ARG VLLM_VERSION={version}\n" in cpu_base, f"images/vllm-cpu/Dockerfile must default to vLLM {version}"
 
 
 def test_image_name_and_tag() -> None:

@@ -1,4 +1,4 @@
-"""The Dockerfile lints clean with hadolint; an ignored rule must say why."""
+"""The Dockerfiles (the image's, and its CPU base's) lint clean with hadolint; an ignored rule must say why."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import subprocess
 import pytest
 from support.lint_tools import REPO, tool, tool_env
 
+DOCKERFILES = ("Dockerfile", "images/vllm-cpu/Dockerfile")
+
 
 @pytest.mark.slow  # runs a linter as a process
 def test_hadolint_is_clean() -> None:
     result = subprocess.run(
-        [tool("hadolint"), "--no-color", "--failure-threshold", "info", "Dockerfile"],
+        [tool("hadolint"), "--no-color", "--failure-threshold", "info", *DOCKERFILES],
         cwd=REPO,
         env=tool_env(),
         capture_output=True,
@@ -22,9 +24,10 @@ def test_hadolint_is_clean() -> None:
     assert result.returncode == 0, "hadolint found problems:\n" + result.stdout + result.stderr
 
 
-def test_every_ignored_rule_says_why() -> None:
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_every_ignored_rule_says_why(dockerfile: str) -> None:
     """`# hadolint ignore=DLxxxx` must be followed by a reason on the same line or the comment above."""
-    lines = (REPO / "Dockerfile").read_text().splitlines()
+    lines = (REPO / dockerfile).read_text().splitlines()
     for number, line in enumerate(lines):
         match = re.match(r"\s*#\s*hadolint\s+ignore=([\w,]+)(.*)", line)
         if not match:
@@ -32,7 +35,7 @@ def test_every_ignored_rule_says_why() -> None:
         reason_here = match.group(2).strip(" :-#")
         reason_above = number > 0 and lines[number - 1].strip().startswith("#") and "hadolint" not in lines[number - 1]
         assert reason_here or reason_above, (
-            f"Dockerfile line {number + 1}: ignoring {match.group(1)} needs a comment saying why"
+            f"{dockerfile} line {number + 1}: ignoring {match.group(1)} needs a comment saying why"
         )
     config = REPO / ".hadolint.yaml"
     assert not config.exists() or "#" in config.read_text(), ".hadolint.yaml ignores rules without a comment saying why"

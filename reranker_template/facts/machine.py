@@ -6,7 +6,9 @@ Only facts live here; decisions based on them are made in plan/, as pure functio
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +67,21 @@ class CpuMemory:
 
 
 @dataclass(frozen=True)
+class SharedMemory:
+    """/dev/shm as vLLM-CPU's worker queues will find it (plan/shared_memory.py states the rule)."""
+
+    free_bytes: int
+    # VLLM_MQ_MAX_CHUNK_BYTES_MB in the stack's environment (vLLM's default 16): the broadcast queue's chunk.
+    broadcast_chunk_mib: int = 16
+
+
+@dataclass(frozen=True)
 class Hardware:
     gpus: tuple[Gpu, ...] = ()
     cpu: CpuInfo = field(default_factory=lambda: CpuInfo(cores=1))
     gpu_source: GpuSource = GpuSource.NONE
     memory: CpuMemory | None = None  # None: not observed (the plan then sizes vLLM's memory without a check)
+    shared_memory: SharedMemory | None = None  # None: not observed (no /dev/shm): not checked
 
     @property
     def device(self) -> Device:
@@ -90,8 +102,15 @@ def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     return CpuInfo(cores=cores, flags=flags)
 
 
-def find_runtime(prefix: Path = Path(sys.prefix)) -> Runtime:
-    openmp = prefix / "lib" / "libiomp5.so"
+def find_runtime(prefixes: tuple[Path, ...] | None = None) -> Runtime:
+    """The Python that runs vLLM and the libraries to preload beside it.
+
+    pip puts intel-openmp's libiomp5.so in `<data prefix>/lib`: the venv's own prefix, or /usr/local for
+    a Debian system Python (the CPU image), whose sys.prefix is /usr.
+    """
+    if prefixes is None:
+        prefixes = (Path(sysconfig.get_path("data")), Path(sys.prefix))
+    openmp = next((p / "lib" / "libiomp5.so" for p in prefixes if (p / "lib" / "libiomp5.so").exists()), None)
     tcmalloc_candidates = [
         Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
         Path("/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4"),
@@ -99,7 +118,7 @@ def find_runtime(prefix: Path = Path(sys.prefix)) -> Runtime:
     tcmalloc = next((str(p) for p in tcmalloc_candidates if p.exists()), None)
     return Runtime(
         python=sys.executable,
-        openmp_library=str(openmp) if openmp.exists() else None,
+        openmp_library=str(openmp) if openmp else None,
         tcmalloc_library=tcmalloc,
     )
 
@@ -160,7 +179,26 @@ def read_cpu_memory(env: Mapping[str, str] | None = None, root: Path = Path("/")
     )
 
 
+def read_shared_memory(env: Mapping[str, str], shm: Path = Path("/dev/shm")) -> SharedMemory | None:
+    """Free space in /dev/shm, as vLLM's check measures it (shutil.disk_usage), or None without one."""
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:
+        return None
+    try:
+        chunk = int(env.get("VLLM_MQ_MAX_CHUNK_BYTES_MB", "16"))
+    except ValueError:
+        chunk = 16  # vLLM itself fails on such a value, with its own message
+    return SharedMemory(free_bytes=free, broadcast_chunk_mib=chunk)
+
+
 def detect_hardware(env: Mapping[str, str] | None = None, gpu_count_hint: int | None = None) -> Hardware:
     env = os.environ if env is None else env
     gpus, source = detect_gpus(env, gpu_count_hint)
-    return Hardware(gpus=tuple(gpus), cpu=read_cpu_info(), gpu_source=source, memory=read_cpu_memory(env))
+    return Hardware(
+        gpus=tuple(gpus),
+        cpu=read_cpu_info(),
+        gpu_source=source,
+        memory=read_cpu_memory(env),
+        shared_memory=read_shared_memory(env),
+    )

@@ -18,6 +18,7 @@ from reranker_template.plan.flags import Flag
 from reranker_template.plan.layout import plan_layout
 from reranker_template.plan.lengths import length_flags
 from reranker_template.plan.presets import choose_preset
+from reranker_template.plan.shared_memory import check_shared_memory
 from reranker_template.plan.truncation import decide_truncation, explain_truncation
 from reranker_template.plan.user_args import UserArgs
 from reranker_template.settings import Settings
@@ -88,7 +89,8 @@ def _cpu_mode(
     dtype = _cpu_dtype(hardware.cpu)
     planned, _ = merge_flags([*flags, dtype], user)
     memory_flags, memory_reasons = plan_cpu_memory(model, hardware.memory, UserArgs(tuple(planned)), user)
-    return [dtype, *memory_flags], env, [why, *memory_reasons]
+    shm_reason = check_shared_memory(hardware.shared_memory)
+    return [dtype, *memory_flags], env, [why, *memory_reasons, shm_reason]
 
 
 def _base_flags(settings: Settings) -> list[Flag]:

@@ -101,12 +101,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, port: int, owner: LoopbackServer, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, port: int, owner: LoopbackServer, tls: ssl.SSLContext | None, host: str) -> None:
         self.owner = owner
         self.tls = tls
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__((LOOPBACK, port), _RequestHandler)
+        super().__init__((host, port), _RequestHandler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = self.socket.accept()
@@ -181,12 +181,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class LoopbackServer:
     """An HTTP server on 127.0.0.1 for one test: answers by path (`answer`), else by `handler`."""
 
-    def __init__(self, handler: Handler = _not_found, *, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, handler: Handler = _not_found, *, port: int = 0, tls: ssl.SSLContext | None = None, host: str = LOOPBACK
+    ) -> None:
         self.handler = handler
         self.routes: dict[str, Reply | Handler] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._server = _Server(port, self, tls)
+        self._server = _Server(port, self, tls, host)  # host "0.0.0.0": containers reach it too
         self._thread: threading.Thread | None = None
 
     @property
