@@ -16,7 +16,7 @@ from reranker_template.cli.offline import REEXEC_MARK, preload_env
 from reranker_template.client.offline import options_from_plan, plan_for, rank, server_argv
 from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo
-from reranker_template.plan.build import VLLM_MODULE, make_plan
+from reranker_template.plan.build import make_plan
 from reranker_template.plan.contract import Plan
 from reranker_template.settings import BUNDLED_MODEL, load_settings
 
@@ -96,8 +96,16 @@ def test_long_documents_are_cut_as_the_gateway_cuts_them(tmp_path: Path) -> None
 
 def test_a_plan_without_the_vllm_module_is_refused() -> None:
     broken = dataclasses.replace(user_plan(), vllm_command=("vllm", "serve", "/models/m"))
-    with pytest.raises(ValueError, match=VLLM_MODULE):
+    with pytest.raises(ValueError, match="runs neither"):
         server_argv(broken)
+
+
+def test_a_gpu_plans_vllm_serve_command_gives_the_same_server_arguments() -> None:
+    """A GPU plan starts `vllm serve MODEL`; offline scoring reads its arguments with the model as --model."""
+    cpu = user_plan(["--max-model-len", "512"])
+    args = server_argv(cpu)
+    gpu = dataclasses.replace(cpu, vllm_command=("python", "-m", "vllm.entrypoints.cli.main", "serve", *args[1:]))
+    assert server_argv(gpu) == args
 
 
 def test_rank_is_best_first_and_keeps_the_indices() -> None:

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reranker_template.plan.build import VLLM_MODULE
 from reranker_template.plan.contract import Plan
+from reranker_template.plan.frontend import server_args
 from reranker_template.plan.truncation import apply_default_truncation
 
 
@@ -66,11 +66,8 @@ class OfflineOptions:
 
 
 def server_argv(plan: Plan) -> list[str]:
-    """The arguments the server's vLLM gets (everything after `-m vllm.entrypoints.openai.api_server`)."""
-    command = list(plan.vllm_command)
-    if VLLM_MODULE not in command:
-        raise ValueError(f"the plan's command does not run {VLLM_MODULE}: {command}")
-    return command[command.index(VLLM_MODULE) + 1 :]
+    """The arguments the server's vLLM gets, the model as `--model` (plan/frontend.py knows both entry points)."""
+    return server_args(plan.vllm_command)
 
 
 def options_from_plan(plan: Plan) -> OfflineOptions:

@@ -15,6 +15,7 @@ from reranker_template.facts.model import ModelInfo
 from reranker_template.plan.contract import Device, Plan, TruncationMode
 from reranker_template.plan.cpu_memory import plan_cpu_memory
 from reranker_template.plan.flags import Flag
+from reranker_template.plan.frontend import api_server_flags, entry_argv
 from reranker_template.plan.layout import plan_layout
 from reranker_template.plan.lengths import length_flags
 from reranker_template.plan.presets import choose_preset
@@ -23,7 +24,6 @@ from reranker_template.plan.truncation import decide_truncation, explain_truncat
 from reranker_template.plan.user_args import UserArgs
 from reranker_template.settings import Settings
 
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 # Options that belong to settings of ours; in VLLM_ARGS they would break the stack, so we say which to use.
@@ -145,12 +145,13 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
     choice = choose_preset(settings, model)
     lengths, length_reasons = length_flags(model, choice.preset, user)
     layout = plan_layout(settings, hardware.gpus, model, user)
-    flags = [*_base_flags(settings), *choice.flags, *lengths, *layout.flags]
+    front = api_server_flags(layout.data_parallel_size, hardware.cpu.cores)
+    flags = [*_base_flags(settings), *choice.flags, *lengths, *layout.flags, *front]
     cpu_flags, vllm_env, cpu_reasons = _cpu_mode(hardware, runtime, model, user, flags)
     flags += cpu_flags
     tail, merge_reasons = merge_flags(flags, user)
-    prefix = [runtime.python, "-m", VLLM_MODULE, "--model", settings.model_name]
-    command = (*prefix, "--host", "127.0.0.1", "--port", str(settings.vllm_port), *tail)
+    entry, entry_reason = entry_argv(hardware.device, settings.model_name)
+    command = (runtime.python, *entry, "--host", "127.0.0.1", "--port", str(settings.vllm_port), *tail)
 
     final = UserArgs(command)
     max_model_len = final.int_value("--max-model-len")
@@ -166,6 +167,7 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         *length_reasons,
         explain_truncation(settings.truncate, truncation),
         *layout.reasons,
+        entry_reason,
         *cpu_reasons,
         *merge_reasons,
     )

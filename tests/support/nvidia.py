@@ -216,9 +216,11 @@ class Box:
 RUNTIME = Runtime(python="/venv/bin/python")
 
 
-def plan_on(gpus: str | tuple[Gpu, ...] | None, model: ModelInfo, **env: str) -> Plan:
-    """The plan for `model` on a box (an INVENTORIES name, GPUs as facts, or None for a CPU) under these
-    settings: `make_plan` on facts, as `reranker plan` would make it there, without a process or a file."""
+def plan_on(gpus: str | tuple[Gpu, ...] | None, model: ModelInfo, cores: int = 2, **env: str) -> Plan:
+    """The plan for `model` on a box (an INVENTORIES name, GPUs as facts, or None for a CPU) with `cores` CPU
+    cores under these settings: `make_plan` on facts, as `reranker plan` would make it there, without a
+    process or a file."""
     found = inventory_gpus(gpus) if isinstance(gpus, str) else (gpus or ())
-    hardware = Hardware(gpus=found, cpu=CpuInfo(cores=2), gpu_source=GpuSource.NVIDIA_SMI if found else GpuSource.NONE)
+    source = GpuSource.NVIDIA_SMI if found else GpuSource.NONE
+    hardware = Hardware(gpus=found, cpu=CpuInfo(cores=cores), gpu_source=source)
     return make_plan(load_settings({"MODEL_NAME": model.name, **env}), hardware, model, RUNTIME)
