@@ -5,6 +5,7 @@ CONTAINER_ID and the template's settings), publishes port 8000 (and 22) from the
 namespace, and keeps /workspace across restarts. Everything here is checked from the host, as a user sees
 it: through the published ports, the container's log, its exit status and its health check. The model is
 the bundled cross-encoder, mounted read-only. Skipped, with the reason, where no container engine runs.
+The CUDA variant differs only by BASE_IMAGE (tests/test_consistency.py checks the one `FROM ${BASE_IMAGE}`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 import pytest
 import requests
 from support.containers import IMAGE_SCRIPT, Container, Engine, find_engine
-from support.lint_tools import REPO
 from support.loopback import LoopbackServer, Reply, free_ports
 
 from reranker_template.serve import bundled_model
@@ -324,11 +324,3 @@ def test_a_bad_setting_ends_the_container_with_status_2(engine: Engine, image: s
         assert "USE_ALL_GPUS" in logs and "maybe" in logs and "Traceback" not in logs
     finally:
         container.remove()
-
-
-def test_the_gpu_image_differs_only_by_its_base() -> None:
-    """What the CPU run proves carries over: one Dockerfile, one FROM, the base chosen by BASE_IMAGE alone."""
-    text = (REPO / "Dockerfile").read_text()
-    froms = [line for line in text.splitlines() if line.startswith("FROM ")]
-    assert froms == ["FROM ${BASE_IMAGE}"]
-    assert "ARG BASE_IMAGE=vllm/vllm-openai:v${VLLM_VERSION}" in text
