@@ -257,3 +257,20 @@ def test_the_default_stack_serves_the_bundled_cross_encoder(cross_encoder_stack:
     results = answer["results"]
     assert [r["index"] for r in results] == GREEN_TEA_ORDER
     assert results[0]["relevance_score"] > 0.99 and results[-1]["relevance_score"] < 0.001  # sigmoid of the logit
+
+
+@pytest.mark.vllm
+def test_a_langchain_cohere_rerank_body_is_answered(cross_encoder_stack: RunningStack) -> None:
+    """LangChain's CohereRerank sends "max_tokens_per_doc": null to /v2/rerank; vLLM alone answers 400."""
+    body = {
+        "model": BUNDLED_MODEL,
+        "query": GREEN_TEA_QUERY,
+        "documents": GREEN_TEA_DOCUMENTS,
+        "top_n": 2,
+        "max_tokens_per_doc": None,
+    }
+    refused, _ = http_post_json(cross_encoder_stack.vllm_url + "/v2/rerank", body, token=None)
+    assert refused == 400  # what the gateway saves the user from
+    status, answer = http_post_json(cross_encoder_stack.gateway_url + "/v2/rerank", body)
+    assert status == 200, answer
+    assert [r["index"] for r in answer["results"]] == GREEN_TEA_ORDER[:2]

@@ -172,6 +172,24 @@ def test_default_truncation_is_added_to_score_bodies_that_set_none(gateway: Gate
 
 
 @pytest.mark.slow
+def test_a_null_truncation_field_is_dropped_even_with_truncation_off(tmp_path: Path) -> None:
+    """TRUNCATE=false sends bodies as they come, except a null truncation field (LangChain's CohereRerank sends
+    "max_tokens_per_doc": null), which vLLM would refuse with a 400."""
+    gateway = start_gateway(tmp_path, {"API_KEYS": TOKEN, "TRUNCATE": "false"})
+    upstream = FakeUpstream(gateway.vllm_port).start()
+    try:
+        gateway.wait_status("ready")
+        langchain = {**RERANK, "top_n": 2, "max_tokens_per_doc": None}
+        sent = requests.post(gateway.url + "/v2/rerank", json=langchain, headers=BEARER, timeout=5).json()["json"]
+        assert sent == {**RERANK, "top_n": 2}
+        own = {**RERANK, "max_tokens_per_doc": 100}
+        assert requests.post(gateway.url + "/v2/rerank", json=own, headers=BEARER, timeout=5).json()["json"] == own
+    finally:
+        upstream.stop()
+        gateway.stop()
+
+
+@pytest.mark.slow
 def test_metrics_have_gateway_and_vllm_series(gateway: GatewayProcess) -> None:
     upstream = FakeUpstream(gateway.vllm_port).start()
     try:

@@ -423,6 +423,17 @@ def test_a_request_that_chooses_its_own_truncation_is_left_alone(field: str) -> 
     assert apply_default_truncation("/v2/rerank", body, policy) is body
 
 
+def test_a_null_truncation_field_means_the_default_and_is_never_sent_to_vllm() -> None:
+    """LangChain's CohereRerank sends "max_tokens_per_doc": null, which vLLM's integer field refuses (400)."""
+    langchain = {"query": "q", "documents": ["d"], "max_tokens_per_doc": None, "top_n": 3}
+    pair = apply_default_truncation("/v2/rerank", langchain, TruncationPolicy(TruncationMode.PAIR, 512))
+    assert pair == {"query": "q", "documents": ["d"], "top_n": 3, "truncate_prompt_tokens": -1}
+    split = apply_default_truncation("/v2/rerank", langchain, TruncationPolicy(TruncationMode.SPLIT, 8192))
+    assert split["max_tokens_per_doc"] == 8192 - 2048 - 256
+    assert apply_default_truncation("/v2/rerank", langchain, None) == {"query": "q", "documents": ["d"], "top_n": 3}
+    assert langchain["max_tokens_per_doc"] is None  # the caller's dict is not changed
+
+
 def test_other_routes_and_odd_bodies_pass_through() -> None:
     policy = TruncationPolicy(TruncationMode.PAIR, 512)
     for path, body in (

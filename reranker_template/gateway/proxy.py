@@ -187,7 +187,7 @@ class Proxy:
         length = request.content_length
         if length is not None and length > self.max_body:
             raise BodyTooLarge()
-        if self.truncation is not None and request.method == "POST" and request.path.rstrip("/") in TRUNCATION_ROUTES:
+        if request.method == "POST" and request.path.rstrip("/") in TRUNCATION_ROUTES:
             return await self.truncated_body(request)
         if length is not None and length <= SMALL_BODY:
             data = await request.read()
@@ -197,7 +197,8 @@ class Proxy:
         return limited(request.content, self.max_body)
 
     async def truncated_body(self, request: web.Request) -> bytes:
-        """A rerank/score body with the default truncation fields added (see plan/truncation.py).
+        """A rerank/score body with null truncation fields dropped and the default ones added (see
+        plan/truncation.py).
 
         Read whole (bounded by MAX_REQUEST_BYTES through client_max_size): the fields go into the JSON.
         """

@@ -74,12 +74,17 @@ def _request_instruction(body: Mapping[str, Any]) -> str:
 def apply_default_truncation(path: str, body: Any, truncation: TruncationPolicy | None) -> Any:
     """The request body to send to vLLM: `body` with our truncation fields added when it chose none.
 
-    Pure: returns a new dict (or `body` itself when nothing changes). `path` is the request path without
-    the query string; other routes and non-object bodies pass through untouched.
+    A truncation field sent as null means "the default" (LangChain's CohereRerank sends
+    `"max_tokens_per_doc": null`); vLLM's integer fields refuse null with a 400, so it is dropped, with or
+    without a policy. Pure: returns a new dict (or `body` itself when nothing changes). `path` is the
+    request path without the query string; other routes and non-object bodies pass through untouched.
     """
-    if truncation is None or not isinstance(body, dict) or path.rstrip("/") not in ROUTES:
+    if not isinstance(body, dict) or path.rstrip("/") not in ROUTES:
         return body
-    if any(body.get(name) is not None for name in REQUEST_FIELDS):
+    nulls = [name for name in REQUEST_FIELDS if name in body and body[name] is None]
+    if nulls:
+        body = {key: value for key, value in body.items() if key not in nulls}
+    if truncation is None or any(name in body for name in REQUEST_FIELDS):
         return body
     if truncation.mode is TruncationMode.PAIR:
         return {**body, "truncate_prompt_tokens": -1}
