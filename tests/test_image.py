@@ -22,6 +22,7 @@ import pytest
 import requests
 from support.containers import IMAGE_SCRIPT, Container, Engine, find_engine
 from support.loopback import LoopbackServer, Reply, free_ports
+from support.ssh import keygen, wait_port
 
 from reranker_template.serve import bundled_model
 
@@ -160,7 +161,7 @@ class Host:
 def host(engine: Engine, image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     base = tmp_path_factory.mktemp("vast-host")
     key = base / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
+    keygen(key)
     workspace = base / "workspace"
     workspace.mkdir()
     scripts = LoopbackServer(host="0.0.0.0").answer("/provision.sh", Reply(200, PROVISIONING_SCRIPT)).start()
@@ -244,11 +245,7 @@ def test_ssh_tunnel_reaches_vllm(first: Start, host: Host) -> None:
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not _connects("127.0.0.1", local):
-            assert tunnel.poll() is None, "ssh exited: " + (tunnel.stderr.read() if tunnel.stderr else b"").decode()
-            assert time.monotonic() < deadline, "the tunnel did not open"
-            time.sleep(0.2)
+        wait_port(local, tunnel, timeout=60)
         models = requests.get(f"http://127.0.0.1:{local}/v1/models", timeout=10)
         assert models.status_code == 200 and models.json()["data"][0]["id"] == MODEL_DIR  # vLLM itself, no token
     finally:

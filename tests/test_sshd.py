@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from support.loopback import LoopbackServer, Reply, free_port
+from support.ssh import keygen, wait_port
 
 from reranker_template.errors import ConfigError
 from reranker_template.paths import Paths
@@ -243,29 +244,11 @@ class RunningSshd:
         self.process.wait(timeout=10)
 
 
-def keygen(path: Path) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-client", "-f", str(path)], check=True, timeout=30
-    )
-
-
 @pytest.fixture(scope="module")
 def running_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSshd]:
     server = RunningSshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, "ssh exited: " + (process.stderr.read().decode() if process.stderr else "")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {port}"
-            time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -66,13 +66,16 @@ class CpuMemory:
     kvcache_space: str | None = None
 
 
+VLLM_MQ_DEFAULT_CHUNK_MIB = 16  # vLLM's default VLLM_MQ_MAX_CHUNK_BYTES_MB
+
+
 @dataclass(frozen=True)
 class SharedMemory:
     """/dev/shm as vLLM-CPU's worker queues will find it (plan/shared_memory.py states the rule)."""
 
     free_bytes: int
-    # VLLM_MQ_MAX_CHUNK_BYTES_MB in the stack's environment (vLLM's default 16): the broadcast queue's chunk.
-    broadcast_chunk_mib: int = 16
+    # VLLM_MQ_MAX_CHUNK_BYTES_MB in the stack's environment: the broadcast queue's chunk.
+    broadcast_chunk_mib: int = VLLM_MQ_DEFAULT_CHUNK_MIB
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def find_runtime(prefixes: tuple[Path, ...] | None = None) -> Runtime:
     """
     if prefixes is None:
         prefixes = (Path(sysconfig.get_path("data")), Path(sys.prefix))
-    openmp = next((p / "lib" / "libiomp5.so" for p in prefixes if (p / "lib" / "libiomp5.so").exists()), None)
+    openmp = next((str(p) for p in (prefix / "lib" / "libiomp5.so" for prefix in prefixes) if p.exists()), None)
     tcmalloc_candidates = [
         Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
         Path("/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4"),
@@ -118,7 +121,7 @@ def find_runtime(prefixes: tuple[Path, ...] | None = None) -> Runtime:
     tcmalloc = next((str(p) for p in tcmalloc_candidates if p.exists()), None)
     return Runtime(
         python=sys.executable,
-        openmp_library=str(openmp) if openmp else None,
+        openmp_library=openmp,
         tcmalloc_library=tcmalloc,
     )
 
@@ -186,9 +189,9 @@ def read_shared_memory(env: Mapping[str, str], shm: Path = Path("/dev/shm")) -> 
     except OSError:
         return None
     try:
-        chunk = int(env.get("VLLM_MQ_MAX_CHUNK_BYTES_MB", "16"))
+        chunk = int(env.get("VLLM_MQ_MAX_CHUNK_BYTES_MB", VLLM_MQ_DEFAULT_CHUNK_MIB))
     except ValueError:
-        chunk = 16  # vLLM itself fails on such a value, with its own message
+        chunk = VLLM_MQ_DEFAULT_CHUNK_MIB  # vLLM itself fails on such a value, with its own message
     return SharedMemory(free_bytes=free, broadcast_chunk_mib=chunk)
 
 

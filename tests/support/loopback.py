@@ -179,7 +179,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 class LoopbackServer:
-    """An HTTP server on 127.0.0.1 for one test: answers by path (`answer`), else by `handler`."""
+    """An HTTP server for one test, on 127.0.0.1 unless `host` says otherwise: answers by path (`answer`), else by
+    `handler`."""
 
     def __init__(
         self, handler: Handler = _not_found, *, port: int = 0, tls: ssl.SSLContext | None = None, host: str = LOOPBACK
