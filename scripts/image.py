@@ -34,6 +34,8 @@ VERSION_TAG = f"{PACKAGE_VERSION}-vllm{VLLM_VERSION}"  # release.py's IMAGE_TAG
 CPU_BASE = f"vllm-reranker-base:cpu-vllm{VLLM_VERSION}"
 CPU_DIR = REPO / "images" / "vllm-cpu"
 DEBIAN_IMAGE = "debian:bookworm-slim"
+# Pulling the Debian image (about 30 MB) may take minutes on a slow link; a registry out of reach fails sooner.
+PULL_TIMEOUT = 600
 # What `mmdebstrap` makes when DEBIAN_IMAGE cannot be pulled (no registry reachable), imported under this name.
 DEBIAN_ROOTFS = "localhost/debian-rootfs:bookworm"
 # Podman's defaults for a rootful container (containers.conf): at most what the host's hard limits allow.
@@ -70,9 +72,9 @@ class Engine:
         }
 
 
-def _answers(argv: Sequence[str]) -> bool:
+def _answers(argv: Sequence[str], timeout: float = 20) -> bool:
     try:
-        return subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
+        return subprocess.run(argv, capture_output=True, timeout=timeout).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -196,7 +198,7 @@ def debian_base(engine: Engine) -> str:
         if has_image(engine, name):
             return name
     print(f"pulling {DEBIAN_IMAGE} ...", flush=True)
-    if _answers(engine("pull", DEBIAN_IMAGE)):
+    if _answers(engine("pull", DEBIAN_IMAGE), timeout=PULL_TIMEOUT):
         return DEBIAN_IMAGE
     if not shutil.which("mmdebstrap"):
         raise ImageError(f"cannot pull {DEBIAN_IMAGE} and mmdebstrap is not installed (apt-get install mmdebstrap)")
