@@ -110,6 +110,9 @@ class Settings:
     # MODEL_NAME was unset under `reranker serve`: model_name is BUNDLED_MODEL, which the stack builds into
     # a local directory before planning (serve/stack.py) and then plans with that directory.
     model_bundled: bool = False
+    # Vast Serverless: supervisord also runs our worker (serve/worker.py), which reports to Vast's
+    # autoscaler and takes the requests its router sends. SERVERLESS=true, or Vast's MASTER_TOKEN present.
+    serverless: bool = False
 
     @property
     def model_is_local_path(self) -> bool:
@@ -309,4 +312,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, local: bool = False) 
         ),
         ssh_port=_parsed(env, "SSH_PORT", parse_port, DEFAULT_SSH_PORT),
         model_bundled=given_model is None and local,
+        serverless=_parsed(env, "SERVERLESS", parse_bool, bool(_get(env, "MASTER_TOKEN"))),
     )

@@ -37,7 +37,7 @@ examples:
 
 def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser, and each sub-command's own parser by name."""
-    from reranker_template.cli import client, gateway, offline, provision, stack, vast
+    from reranker_template.cli import client, gateway, offline, provision, stack, vast, worker
 
     parser = argparse.ArgumentParser(
         prog="reranker",
@@ -46,7 +46,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (stack, gateway, provision, client, offline, vast):
+    for module in (stack, gateway, provision, client, offline, vast, worker):
         module.register(subparsers)
     return parser, subparsers.choices
 

@@ -11,13 +11,14 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reranker_template.cli.common import console, intermixed, positive_float, positive_int, read_documents
-from reranker_template.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RerankerError
+from reranker_template.errors import EXIT_FAILURE, EXIT_OK, ConfigError, RerankerError, UserError
 
 if TYPE_CHECKING:  # rich and requests (the client) are imported by the commands that use them
     from rich.table import Table
@@ -102,12 +103,18 @@ def cmd_query(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     from reranker_template.client.http import RerankerClient
 
-    endpoint = resolve_endpoint(args.url, args.token, os.environ)
-    quiet_unverified(endpoint.verify)
-    client = RerankerClient(
-        endpoint.url, endpoint.token, verify=endpoint.verify, timeout=args.timeout, retry_for=args.wait
-    )
-    with client, hints(endpoint.url):
+    if args.serverless:
+        check_serverless(args)
+        client = RerankerClient.for_serverless(args.serverless, os.environ, timeout=args.timeout + args.wait)
+        url = client.base_url
+    else:
+        endpoint = resolve_endpoint(args.url, args.token, os.environ)
+        quiet_unverified(endpoint.verify)
+        client = RerankerClient(
+            endpoint.url, endpoint.token, verify=endpoint.verify, timeout=args.timeout, retry_for=args.wait
+        )
+        url = endpoint.url
+    with client, hints(url):
         result = client.rerank(args.query, documents, top_n=args.top_n, instruction=args.instruction)
     rows = [
         {
@@ -139,6 +146,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     """The answer is the output, not an error: unreachable and not ready are printed (exit 1), not raised."""
     from reranker_template.client.http import RerankerClient
 
+    if args.serverless:
+        check_serverless(args)
+        return serverless_health(args.serverless, args.wait, args.json)
     endpoint = resolve_endpoint(args.url, None, os.environ)
     quiet_unverified(endpoint.verify)
     with RerankerClient(endpoint.url, None, verify=endpoint.verify) as client:
@@ -160,6 +170,33 @@ def cmd_health(args: argparse.Namespace) -> int:
         model = f", model {health.body['model']}" if health.body.get("model") else ""
         print(f"{endpoint.url}: {health.status}{detail}{model}")
     return EXIT_OK if health.ready else EXIT_FAILURE
+
+
+def serverless_health(name: str, wait: float, as_json: bool) -> int:
+    """A serverless endpoint is ready when one of its workers is (as Vast's autoscaler reports them)."""
+    from reranker_template.vast import serverless
+    from reranker_template.vast.api import make_client
+
+    client = make_client(os.environ)
+    endpoint = serverless.require_endpoint(client, name)
+    deadline = time.monotonic() + wait
+    while True:
+        workers = serverless.endpoint_workers(client, int(endpoint["id"]))
+        ready = [w for w in workers if serverless.worker_ready(w)]
+        if ready or time.monotonic() >= deadline:
+            break
+        time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+    summary = serverless.workers_summary(workers)
+    if as_json:
+        print(json.dumps({"endpoint": name, "ready": bool(ready), "workers": workers}, default=str))
+    else:
+        print(f"serverless endpoint {name!r}: {'ready' if ready else 'not ready'} ({summary})")
+    return EXIT_OK if ready else EXIT_FAILURE
+
+
+def check_serverless(args: argparse.Namespace) -> None:
+    if getattr(args, "url", None) or getattr(args, "token", None):
+        raise UserError("--serverless goes through Vast's router with your Vast API key: drop --url and --token")
 
 
 # --- bench ---------------------------------------------------------------------------------------
@@ -208,6 +245,21 @@ def bench_config(args: argparse.Namespace, env: Mapping[str, str]) -> BenchConfi
     verified unless it is the local stack's own self-signed HTTPS."""
     from reranker_template.client.bench import BenchConfig, Workload
 
+    if args.serverless:
+        check_serverless(args)
+        if args.compare:
+            raise UserError("--compare is for two URLs; bench a serverless endpoint on its own")
+        return BenchConfig(
+            url=f"serverless:{args.serverless}",
+            serverless=args.serverless,
+            token=None,
+            workload=Workload(endpoint=args.endpoint, docs=args.docs, doc_tokens=args.doc_tokens),
+            concurrency=args.concurrency,
+            requests=args.requests,
+            warmup=args.warmup,
+            timeout=args.timeout,
+            env=dict(env),
+        )
     primary = resolve_endpoint(args.url, args.token, env)
     compare_url = args.compare.rstrip("/") if args.compare else None
     compare_token = args.compare_token if args.compare_token is not None else primary.token
@@ -235,8 +287,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = bench_config(args, os.environ)
     quiet_unverified(config.verify, config.compare_verify)
     with hints(config.url):
-        with RerankerClient(config.url, config.token, verify=config.verify, retry_for=0) as client:
-            model = client.served_model()
+        model: str | None = None  # a serverless worker serves one model: requests name none
+        if not config.serverless:
+            with RerankerClient(config.url, config.token, verify=config.verify, retry_for=0) as client:
+                model = client.served_model()
         err = console(stderr=True)
         columns = (TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         show = err.is_terminal and not args.no_progress
@@ -274,6 +328,11 @@ def add_endpoint_flags(parser: argparse.ArgumentParser, token: bool = True) -> N
     parser.add_argument(
         "--url",
         help="the endpoint (default: $RERANKER_URL, else the stack on this machine: http://127.0.0.1:$GATEWAY_PORT)",
+    )
+    parser.add_argument(
+        "--serverless",
+        metavar="NAME",
+        help="a Vast Serverless endpoint by name, through Vast's router (VAST_API_KEY; see `reranker vast serverless`)",
     )
     if token:
         parser.add_argument("--token", help="the access token (default: $RERANKER_TOKEN, else the local stack's token)")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reranker_template.cli import serverless
 from reranker_template.cli.common import console, positive_float, positive_int
 from reranker_template.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failure, OfferGone, UserError
 from reranker_template.settings import DEFAULT_MODEL
@@ -493,3 +494,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("instance_id", type=int, metavar="ID")
     p.add_argument("--yes", "-y", action="store_true", help="destroy without asking")
     p.set_defaults(func=cmd_destroy)
+    serverless.register(commands, model_default)

@@ -12,7 +12,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -214,6 +214,10 @@ class BenchConfig:
     # Certificate checks, as RerankerClient takes them: False for our own stack's self-signed HTTPS.
     verify: bool | str = True
     compare_verify: bool | str = True
+    # A Vast Serverless endpoint's name instead of a URL (`url` is then only its label), and the
+    # environment its Vast API key and base URLs come from.
+    serverless: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def requests_for(self, concurrency: int) -> int:
         return self.requests if self.requests else max(16, 4 * concurrency)
@@ -323,7 +327,10 @@ def run_bench(config: BenchConfig, model: str | None, advance: Callable[[], None
 
 
 def _client(config: BenchConfig, url: str, token: str | None, verify: bool | str) -> RerankerClient:
-    """No retries (a failure counts), one pooled connection per worker of the highest level."""
+    """No retries (a failure counts), one pooled connection per worker of the highest level. A serverless
+    endpoint is reached through Vast's router, whose re-routing on 429/5xx is part of what is measured."""
+    if config.serverless and url == config.url:
+        return RerankerClient.for_serverless(config.serverless, config.env, timeout=config.timeout)
     pool = max(config.concurrency)
     return RerankerClient(url, token, timeout=config.timeout, retry_for=0, pool_size=pool, verify=verify)
 

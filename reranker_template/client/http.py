@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from reranker_template.errors import NotReadyError, RerankerError
 from reranker_template.protocol import HealthBody, HealthState
+
+if TYPE_CHECKING:
+    from reranker_template.client.serverless import ServerlessRoute
 
 DEFAULT_TIMEOUT = 120.0  # seconds per request (a large rerank on a busy GPU can take a while)
 CONNECT_TIMEOUT = 10.0
@@ -150,6 +153,21 @@ class RerankerClient:
         self.verify = verify
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        self.route: ServerlessRoute | None = None  # set by for_serverless
+
+    @classmethod
+    def for_serverless(
+        cls, endpoint: str, env: Mapping[str, str], *, model: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> RerankerClient:
+        """A client for a Vast Serverless endpoint by name: each call goes through Vast's router to one of
+        its workers (client/serverless.py). The Vast API key comes from VAST_API_KEY or the vastai CLI's
+        key file; `timeout` covers waiting for a worker too."""
+        from reranker_template.client.serverless import ServerlessRoute, autoscaler_url
+        from reranker_template.vast.api import find_api_key, vast_url
+
+        client = cls(f"serverless:{endpoint}", model=model, timeout=timeout)
+        client.route = ServerlessRoute(endpoint, find_api_key(env), vast_url(env), autoscaler_url(env), timeout)
+        return client
 
     def __enter__(self) -> RerankerClient:
         return self
@@ -159,6 +177,8 @@ class RerankerClient:
 
     def close(self) -> None:
         self.session.close()
+        if self.route is not None:
+            self.route.close()
 
     # --- the API ---------------------------------------------------------------------------------
     def rerank(
@@ -264,6 +284,8 @@ class RerankerClient:
         Rerank and score change nothing on the server, so re-sending them is safe. A read timeout is
         not retried: the server may still be working on the request.
         """
+        if self.route is not None:
+            return self.route.request_json(method, path, body)
         url = self.base_url + path
         deadline = time.monotonic() + self.retry_for
         backoff = 0.5

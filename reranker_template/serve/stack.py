@@ -32,7 +32,7 @@ from reranker_template.serve.processes import STACK_ID_VAR, kill_stack_processes
 from reranker_template.serve.provisioning import mark_pending
 from reranker_template.serve.sshd import prepare as prepare_sshd
 from reranker_template.serve.status import Phase, VllmStatus, write_status
-from reranker_template.serve.supervisor import VLLM_STOP_WAIT_SECONDS, SupervisorConfig, render
+from reranker_template.serve.supervisor import VLLM_STOP_WAIT_SECONDS, SupervisorConfig, render, worker_python
 from reranker_template.settings import Settings, load_settings
 
 log = logging.getLogger("reranker.stack")
@@ -102,6 +102,7 @@ def write_runtime_files(spec: StackSpec) -> Path:
         provisioning=bool(spec.settings.provisioning_script),
         include_dir="/etc/supervisor/conf.d" if paths.container and Path("/etc/supervisor/conf.d").is_dir() else None,
         sshd=prepare_sshd(spec.settings, paths, env=spec.env),  # None unless SSH_PUBLIC_KEY is set and sshd exists
+        worker_python=worker_python(spec.env, sys.executable) if spec.settings.serverless else None,
     )
     paths.supervisor_conf.write_text(render(config))
     if paths.container and "RERANKER_STATE_DIR" not in spec.env:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from string import Template
@@ -12,6 +13,13 @@ from reranker_template.serve.sshd import SshdProgram
 
 # vLLM gets this long to stop on SIGTERM before its whole process group is killed.
 VLLM_STOP_WAIT_SECONDS = 20
+# Set by the image to the worker's own environment (the vastai SDK pins other versions than vLLM's).
+WORKER_PYTHON_VAR = "RERANKER_WORKER_PYTHON"
+
+
+def worker_python(env: Mapping[str, str], default: str) -> str:
+    """The serverless worker's interpreter: the image's separate environment, else this Python."""
+    return env.get(WORKER_PYTHON_VAR, "").strip() or default
 
 
 def read_template(name: str) -> str:
@@ -26,6 +34,7 @@ class SupervisorConfig:
     provisioning: bool = False
     include_dir: str | None = None  # user services, e.g. /etc/supervisor/conf.d in the container
     sshd: SshdProgram | None = None  # only when a public key is configured and sshd exists
+    worker_python: str | None = None  # the serverless worker's interpreter; None: no worker (not serverless)
 
     def programs(self) -> list[str]:
         names = ["gateway", "vllm"]
@@ -33,6 +42,8 @@ class SupervisorConfig:
             names.insert(0, "provisioning")
         if self.sshd is not None:
             names.append("sshd")
+        if self.worker_python is not None:
+            names.append("worker")
         return names
 
 
@@ -47,6 +58,7 @@ def render(config: SupervisorConfig) -> str:
         "sshd": str(config.sshd.binary) if config.sshd else "",
         "sshd_config": str(config.sshd.config) if config.sshd else "",
         "layout": "container" if config.paths.container else "local",
+        "worker_python": config.worker_python or "",
         # Running as root is normal in a container; saying so keeps supervisord from warning about it.
         "user": "user=root\n" if os.geteuid() == 0 else "",
     }

@@ -74,6 +74,8 @@ class _JsonServer:
         with self.lock:
             self.requests.append(request)
         reply = self.handle(request)
+        if isinstance(reply.body, bytes):  # a file, e.g. Vast's root certificate
+            return loopback.Reply(reply.status, reply.body, reply.headers)
         # The vastai SDK insists on exactly this content type (Reply.json sends it).
         return loopback.Reply.json(reply.body, reply.status, reply.headers)
 
@@ -177,10 +179,85 @@ ROUTES: dict[str, tuple[str, str]] = {
     "search_templates": ("GET", r"/api/v0/template/"),
     "create_template": ("POST", r"/api/v0/template/"),
     "update_template": ("PUT", r"/api/v1/template/"),
+    # Vast Serverless: endpoints ("endptjobs"), worker groups ("autojobs") and the autoscaler's views,
+    # which the SDK asks at VAST_URL when that is not Vast's own console.
+    "show_endpoints": ("GET", r"/api/v0/endptjobs/"),
+    "fetch_endpoint": ("GET", r"/api/v0/endptjobs/(\d+)/"),
+    "create_endpoint": ("POST", r"/api/v0/endptjobs/"),
+    "update_endpoint": ("PUT", r"/api/v0/endptjobs/(\d+)/"),
+    "delete_endpoint": ("DELETE", r"/api/v0/endptjobs/(\d+)/"),
+    "show_workergroups": ("GET", r"/api/v0/autojobs/"),
+    "create_workergroup": ("POST", r"/api/v0/autojobs/"),
+    "update_workergroup": ("PUT", r"/api/v0/autojobs/(\d+)/"),
+    "delete_workergroup": ("DELETE", r"/api/v0/autojobs/(\d+)/"),
+    "get_endpoint_workers": ("POST", r"/get_endpoint_workers/"),
+    "get_endpt_logs": ("POST", r"/get_endpoint_logs/"),
 }
+# Calls of the serverless client that are no VastApi method (the client SDK's own).
+CLIENT_ROUTES = {"fetch_endpoint"}
 
 
-class FakeVast(_JsonServer):
+class ServerlessRoutes:
+    """FakeVast's serverless endpoints (a mixin: state lives in FakeVast.__init__)."""
+
+    endpoints: dict[int, dict[str, Any]]
+    workergroups: dict[int, dict[str, Any]]
+    workers: dict[int, list[dict[str, Any]]]
+    logs: dict[str, str]
+    serial: int
+
+    def _new_id(self) -> int:
+        self.serial += 1
+        return self.serial
+
+    def _show_endpoints(self, request: Request) -> Reply:
+        return Reply(200, {"success": True, "results": [dict(row) for row in self.endpoints.values()]})
+
+    def _fetch_endpoint(self, request: Request, endpoint_id: str) -> Reply:
+        row = self.endpoints.get(int(endpoint_id))
+        return Reply(200, {"success": True, "result": row}) if row else Reply(404, {"success": False, "msg": "no"})
+
+    def _create_endpoint(self, request: Request) -> Reply:
+        endpoint_id = self._new_id()
+        body = {k: v for k, v in dict(request.body).items() if k != "client_id"}
+        row = {**body, "id": endpoint_id, "api_key": f"endpoint-key-{endpoint_id}", "user_id": USER_ID}
+        self.endpoints[endpoint_id] = {**row, "created_at": time.time(), "endpoint_state": "active"}
+        return Reply(200, {"success": True, "result": endpoint_id})
+
+    def _update_endpoint(self, request: Request, endpoint_id: str) -> Reply:
+        row = self.endpoints[int(endpoint_id)]
+        row.update({k: v for k, v in dict(request.body).items() if k not in ("client_id", "endptjob_id")})
+        return Reply(200, {"success": True})
+
+    def _delete_endpoint(self, request: Request, endpoint_id: str) -> Reply:
+        self.endpoints.pop(int(endpoint_id))
+        return Reply(200, {"success": True})
+
+    def _show_workergroups(self, request: Request) -> Reply:
+        return Reply(200, {"success": True, "results": [dict(row) for row in self.workergroups.values()]})
+
+    def _create_workergroup(self, request: Request) -> Reply:
+        group_id = self._new_id()
+        body = {k: v for k, v in dict(request.body).items() if k != "client_id"}
+        self.workergroups[group_id] = {**body, "id": group_id}
+        return Reply(200, {"success": True, "id": group_id})
+
+    def _update_workergroup(self, request: Request, group_id: str) -> Reply:
+        self.workergroups[int(group_id)].update(dict(request.body))
+        return Reply(200, {"success": True})
+
+    def _delete_workergroup(self, request: Request, group_id: str) -> Reply:
+        self.workergroups.pop(int(group_id))
+        return Reply(200, {"success": True})
+
+    def _get_endpoint_workers(self, request: Request) -> Reply:
+        return Reply(200, list(self.workers.get(int(request.body["id"]), [])))
+
+    def _get_endpt_logs(self, request: Request) -> Reply:
+        return Reply(200, dict(self.logs))
+
+
+class FakeVast(_JsonServer, ServerlessRoutes):
     """Vast's API as the vastai SDK sees it. Tests set `script`, `taken`, `credit` or `inject(...)`."""
 
     def __init__(self, gateway_port: int = 0) -> None:
@@ -202,12 +279,20 @@ class FakeVast(_JsonServer):
         self.template_serial = 0
         self.injected: list[tuple[str, str, Reply]] = []
         self.next_id = 30000001
+        self.endpoints: dict[int, dict[str, Any]] = {}
+        self.workergroups: dict[int, dict[str, Any]] = {}
+        self.workers: dict[int, list[dict[str, Any]]] = {}  # by endpoint id: what get_endpoint_workers lists
+        self.logs: dict[str, str] = {"info0": "", "info1": "worker 777: loaded\n", "trace": "", "debug": ""}
+        self.serial = 100
+        self.root_certificate = b""  # PEM of the CA that signs workers' certificates (tests set it)
 
     def inject(self, method: str, path_pattern: str, reply: Reply, times: int = 1) -> None:
         """The next `times` requests matching method and path regex get `reply` instead."""
         self.injected.extend([(method, path_pattern, reply)] * times)
 
     def handle(self, request: Request) -> Reply:
+        if request.method == "GET" and request.path == "/static/jvastai_root.cer":  # public, as on Vast
+            return Reply(200, self.root_certificate)
         if request.headers.get("Authorization") != f"Bearer {API_KEY}":
             return Reply(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
         with self.lock:
