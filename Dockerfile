@@ -47,6 +47,20 @@ RUN apt-get update \
     && apt-get clean && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub \
     && mkdir -p /run/sshd
 
+# The Vast Serverless worker (supervisord runs it only when Vast's MASTER_TOKEN or SERVERLESS=true is set)
+# gets its own environment: the vastai SDK pins pillow, cryptography and others at versions vLLM does not
+# use, and they must not replace vLLM's. The environment sees the system's packages (vLLM's and, after
+# the next layers, ours) and its own come first. The SDK goes in without its dependencies, which are mostly
+# for the `vastai` CLI (a PDF library for invoices alone is 80 MB); what its worker and client import is
+# listed, with the SDK's own version bounds. setuptools supplies `distutils`, which the SDK imports and
+# Python 3.12 no longer ships. Before our code, so a code change does not reinstall it.
+ENV RERANKER_WORKER_PYTHON=/opt/reranker-worker/bin/python
+RUN python3 -m venv --without-pip --system-site-packages /opt/reranker-worker \
+    && python3 -m pip --python /opt/reranker-worker/bin/python install --no-cache-dir --no-deps "vastai==1.9.1" \
+    && python3 -m pip --python /opt/reranker-worker/bin/python install --no-cache-dir \
+        "pycryptodome>=3.20,<4" "pycares==4.11.0" aiodns "anyio>=4.4,<5" python-dateutil "setuptools<81" \
+    && /opt/reranker-worker/bin/python -c "from vastai import Worker, CoroutineServerless"
+
 # The repository goes to /opt/reranker (provisioning/ examples stay beside the package); the supervisord
 # templates ship inside the package (reranker_template/serve/conf/), so any install finds them.
 COPY . /opt/reranker
@@ -66,9 +80,10 @@ WORKDIR /workspace
 
 # 8000: the authenticated gateway (publish this one: `-p 8000:8000`).
 # 22: our sshd, running only when SSH_PUBLIC_KEY is set (publish it too: `-p 22:22`).
+# 3000: the Vast Serverless worker, only in serverless mode (`reranker vast serverless up` publishes it).
 # 18000: vLLM itself, bound to 127.0.0.1 only, for SSH tunnels (`ssh -L 18000:localhost:18000`);
 # documented here, never published.
-EXPOSE 8000 22 18000
+EXPOSE 8000 22 3000 18000
 
 # 200 once vLLM is ready, 503 while it downloads or loads (a big model can take many minutes, hence
 # the long start period); copes with ENABLE_HTTPS's self-signed certificate and GATEWAY_PORT.

@@ -21,9 +21,13 @@ from pathlib import Path
 import pytest
 import requests
 from support.containers import IMAGE_SCRIPT, Container, Engine, find_engine
+from support.fake_serverless import ENDPOINT, FakeRouter, StandInCa
+from support.fake_vast import API_KEY as VAST_API_KEY
+from support.fake_vast import USER_ID, FakeVast
 from support.loopback import LoopbackServer, Reply, free_ports
 from support.ssh import keygen, wait_port
 
+from reranker_template.client import RerankerClient
 from reranker_template.serve import bundled_model
 
 pytestmark = pytest.mark.slow
@@ -321,3 +325,50 @@ def test_a_bad_setting_ends_the_container_with_status_2(engine: Engine, image: s
         assert "USE_ALL_GPUS" in logs and "maybe" in logs and "Traceback" not in logs
     finally:
         container.remove()
+
+
+def test_serverless_mode_takes_requests_routed_by_vast_over_tls(engine: Engine, image: str, model_dir: Path) -> None:
+    """The image as a Vast Serverless worker: MASTER_TOKEN set, port 3000 published, TLS on (the default).
+    The worker gets its certificate signed by a stand-in of Vast's console, reports to a stand-in of Vast's
+    autoscaler, and a client routed by it reaches vLLM through the worker, trusting only Vast's root."""
+    ca = StandInCa()
+    console = FakeVast(host="0.0.0.0").start()
+    console.root_certificate, console.sign_certificate = ca.pem(), ca.sign
+    console.endpoints[1] = {"id": 1, "endpoint_name": ENDPOINT, "api_key": "endpoint-key", "user_id": USER_ID}
+    console.endpoints[1]["created_at"] = 0.0
+    router = FakeRouter("endpoint-key", host="0.0.0.0").start()
+    (port,) = free_ports(1)
+    host_name = "host.containers.internal" if engine.name == "podman" else "host.docker.internal"
+    env = {
+        "MASTER_TOKEN": "master-token",
+        "CONTAINER_ID": "4343",
+        "PUBLIC_IPADDR": "127.0.0.1",
+        "VAST_TCP_PORT_3000": str(port),
+        "REPORT_ADDR": f"http://{host_name}:{router.server.port}",
+        "VAST_URL": f"http://{host_name}:{console.port}",
+        "MODEL_NAME": MODEL_DIR,
+    }
+    options = ["-p", f"127.0.0.1:{port}:3000", "-v", f"{model_dir}:{MODEL_DIR}:ro", "--shm-size=1g"]
+    if engine.name == "docker":
+        options += ["--add-host", "host.docker.internal:host-gateway"]
+    options += [flag for key, value in env.items() for flag in ("-e", f"{key}={value}")]
+    container = Container.start(engine, "reranker-image-test-serverless", image, options)
+    try:
+        try:
+            report = router.wait_for_report(lambda r: r.get("loadtime", 0) > 0 or bool(r.get("error_msg")), 900)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{container.logs()[-5000:]}") from None
+        assert not report["error_msg"] and report["url"] == f"https://127.0.0.1:{port}", report
+        [signing] = console.seen("POST", "/api/v0/sign_cert/")
+        assert signing.query == {"instance_id": 4343}
+        client_env = {"VAST_URL": console.url, "VAST_API_KEY": VAST_API_KEY, "VAST_AUTOSCALER_URL": router.url}
+        with RerankerClient.for_serverless(ENDPOINT, client_env) as client:
+            result = client.rerank(QUERY, DOCUMENTS)
+        assert result.results[0].index == 1
+        print(
+            f"\nserverless worker ready {report['loadtime']:.0f} s after it started, max_perf {report['max_perf']:.0f}"
+        )
+    finally:
+        container.remove()
+        router.stop()
+        console.stop()

@@ -22,13 +22,13 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from support.loopback import LoopbackServer, Reply, Request
+from support.loopback import LOOPBACK, LoopbackServer, Reply, Request
 
 ENDPOINT = "rerank-test"
 
 
 class FakeRouter:
-    def __init__(self, endpoint_key: str, endpoint: str = ENDPOINT) -> None:
+    def __init__(self, endpoint_key: str, endpoint: str = ENDPOINT, host: str = LOOPBACK) -> None:
         self.endpoint = endpoint
         self.endpoint_key = endpoint_key
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -36,7 +36,7 @@ class FakeRouter:
         self.routes: list[dict[str, Any]] = []  # the bodies clients sent to /route/
         self.changed = threading.Condition()
         self.reqnum = 0
-        self.server = LoopbackServer(self._serve)
+        self.server = LoopbackServer(self._serve, host=host)  # "0.0.0.0": containers reach it too
 
     @property
     def url(self) -> str:
@@ -145,7 +145,10 @@ class StandInCa:
     def pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
-    def sign(self, csr_pem: bytes) -> bytes:
+    def sign(self, csr_pem: bytes, address: str = "127.0.0.1") -> bytes:
+        """A certificate for the CSR's key, for the instance's public `address` (as Vast's console knows it)."""
+        import ipaddress
+
         from cryptography import x509
 
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -158,6 +161,7 @@ class StandInCa:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         return cert.public_bytes(serialization.Encoding.PEM)

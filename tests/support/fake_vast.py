@@ -64,10 +64,10 @@ class Reply:
 class _JsonServer:
     """A loopback server whose `handle(Request) -> Reply` answers in JSON; keeps every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = loopback.LOOPBACK) -> None:
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        self.server = loopback.LoopbackServer(self._serve)
+        self.server = loopback.LoopbackServer(self._serve, host=host)  # "0.0.0.0": containers reach it too
 
     def _serve(self, raw: loopback.Request) -> loopback.Reply:
         request = Request.parse(raw)
@@ -260,8 +260,8 @@ class ServerlessRoutes:
 class FakeVast(_JsonServer, ServerlessRoutes):
     """Vast's API as the vastai SDK sees it. Tests set `script`, `taken`, `credit` or `inject(...)`."""
 
-    def __init__(self, gateway_port: int = 0) -> None:
-        super().__init__()
+    def __init__(self, gateway_port: int = 0, host: str = loopback.LOOPBACK) -> None:
+        super().__init__(host)
         self.offers = default_offers()
         self.taken: set[int] = set()  # offers search still shows but someone else rents first
         self.credit = 25.0
@@ -285,6 +285,7 @@ class FakeVast(_JsonServer, ServerlessRoutes):
         self.logs: dict[str, str] = {"info0": "", "info1": "worker 777: loaded\n", "trace": "", "debug": ""}
         self.serial = 100
         self.root_certificate = b""  # PEM of the CA that signs workers' certificates (tests set it)
+        self.sign_certificate: Callable[[bytes], bytes] | None = None  # CSR -> certificate (tests set it)
 
     def inject(self, method: str, path_pattern: str, reply: Reply, times: int = 1) -> None:
         """The next `times` requests matching method and path regex get `reply` instead."""
@@ -293,6 +294,9 @@ class FakeVast(_JsonServer, ServerlessRoutes):
     def handle(self, request: Request) -> Reply:
         if request.method == "GET" and request.path == "/static/jvastai_root.cer":  # public, as on Vast
             return Reply(200, self.root_certificate)
+        if request.method == "POST" and request.path == "/api/v0/sign_cert/" and self.sign_certificate:
+            csr = request.body.encode() if isinstance(request.body, str) else b""
+            return Reply(200, self.sign_certificate(csr))
         if request.headers.get("Authorization") != f"Bearer {API_KEY}":
             return Reply(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
         with self.lock:
