@@ -167,12 +167,16 @@ def test_template_runs_the_image_entrypoint() -> None:
 
 
 def test_ports_agree() -> None:
+    from reranker_template.serve.worker import DEFAULT_WORKER_PORT
+    from reranker_template.vast.serverless import WORKER_PORT
+
     gateway, vllm, ssh = config.DEFAULT_GATEWAY_PORT, config.DEFAULT_VLLM_PORT, config.DEFAULT_SSH_PORT
     exposed = {int(p.split("/")[0]) for args in instructions("EXPOSE") for p in args.split()}
-    assert exposed == {gateway, vllm, ssh}, (
-        f"EXPOSE {sorted(exposed)}: expected the gateway {gateway}, our sshd's {ssh} "
-        f"and vLLM's {vllm} (documented loopback-only)"
+    assert exposed == {gateway, vllm, ssh, WORKER_PORT}, (
+        f"EXPOSE {sorted(exposed)}: expected the gateway {gateway}, our sshd's {ssh}, the serverless worker's "
+        f"{WORKER_PORT} and vLLM's {vllm} (documented loopback-only)"
     )
+    assert WORKER_PORT == DEFAULT_WORKER_PORT, "the template publishes the port the worker listens on"
     ports, env = template_docker_options()
     assert f"{gateway}:{gateway}" in ports, f"template.json must publish the gateway: -p {gateway}:{gateway}"
     # Vast's entrypoint mode starts no SSH server: the image's own sshd (with SSH_PUBLIC_KEY) needs the port.

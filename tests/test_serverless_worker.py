@@ -163,27 +163,19 @@ def test_reranker_query_and_bench_take_a_serverless_endpoint(
     worker_stack: RunningStack, ready_report: dict[str, Any], console: FakeVast, router: FakeRouter
 ) -> None:
     env = client_env(console, router)
-    result = subprocess.run(
-        [RERANKER, "query", "--serverless", ENDPOINT, "--json", QUERY, *DOCUMENTS],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["results"][0]["index"] == 1
-    result = subprocess.run(
-        [RERANKER, "bench", "--serverless", ENDPOINT, "--concurrency", "2", "--requests", "4", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    row = json.loads(result.stdout)["results"][0]
+
+    def reranker(*argv: str) -> Any:
+        result = subprocess.run([RERANKER, *argv], env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert reranker("query", "--serverless", ENDPOINT, "--json", QUERY, *DOCUMENTS)["results"][0]["index"] == 1
+    report = reranker("bench", "--serverless", ENDPOINT, "--concurrency", "2", "--requests", "4", "--json")
+    row = report["results"][0]
     assert row["ok"] == 4 and row["errors"] == 0 and row["invalid"] == 0, row
+    # Refused requests (forged signatures, vLLM's 400 for an over-long document) never made the worker
+    # report an error: readiness comes from the launcher's status, not from alarming log lines.
+    assert not any(report.get("error_msg") for report in router.reports)
 
 
 def test_an_unknown_endpoint_name_says_how_to_create_it(console: FakeVast, router: FakeRouter) -> None:
