@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.fake_serverless import StandInCa
+from support.fake_serverless import FakeRouter, StandInCa
 from support.fake_vast import FakeVast, run_vast
 from support.loopback import LoopbackServer, Reply, Request
 
@@ -88,6 +88,22 @@ def test_the_worker_command_ends_with_one_line_and_status_2_when_vast_did_not_se
     assert len(err) == 1 and "CONTAINER_ID is not set" in err[0], err
 
 
+@pytest.mark.slow
+def test_a_worker_missing_its_port_tells_vast_why(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    router = FakeRouter("key").start()
+    try:
+        for name, value in {**VAST, "REPORT_ADDR": router.url}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("VAST_TCP_PORT_3000")
+        assert main(["worker"]) == 2
+        [report] = router.reports
+    finally:
+        router.stop()
+    assert report["id"] == 42 and report["mtoken"] == "m"
+    assert "VAST_TCP_PORT_3000 is not set" in report["error_msg"] and "-p 3000:3000" in report["error_msg"]
+    assert "VAST_TCP_PORT_3000 is not set" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("status", "ready", "failure"),
     [
@@ -142,6 +158,7 @@ class SigningConsole:
         return Reply(200, self.ca.sign(request.body))
 
 
+@pytest.mark.slow
 def test_the_worker_gets_a_certificate_for_its_own_key(tmp_path: Path) -> None:
     console = SigningConsole(answers=[503])  # one failure first: retried
     with console.server:
@@ -154,6 +171,7 @@ def test_the_worker_gets_a_certificate_for_its_own_key(tmp_path: Path) -> None:
     assert (tmp_path / "instance.key").stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.slow
 def test_a_certificate_for_another_key_is_refused(tmp_path: Path) -> None:
     console = SigningConsole(garbage=True)
     with console.server, pytest.raises(Failure, match="not a certificate for this worker's key"):

@@ -234,7 +234,14 @@ def run(env: Mapping[str, str], plan_file: Path, status_file: Path, console_url:
     from reranker_template.plan.contract import read_plan
     from reranker_template.serve import worker_tls
 
-    worker_env = read_worker_environment(env)
+    try:
+        worker_env = read_worker_environment(env)
+    except UserError as exc:
+        container = env.get("CONTAINER_ID", "").strip()
+        if container.isdigit():  # Vast can still be told which worker is broken, and why
+            report = (env.get("REPORT_ADDR") or DEFAULT_REPORT_ADDR).strip()
+            worker_tls.report_error(report, int(container), env.get("MASTER_TOKEN", ""), "", str(exc))
+        raise
     plan = read_plan(plan_file)
     if worker_env.use_ssl:
         try:
