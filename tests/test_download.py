@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -123,3 +124,33 @@ def test_uncached_model_while_offline_ends_fatal_quickly_with_the_reason(tmp_pat
         assert "starting vLLM" not in stack.log_text()
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize(
+    ("files", "skips_bin"),
+    [
+        (["config.json", "model.safetensors", "pytorch_model.bin"], True),  # both formats: safetensors only
+        (["model-00001-of-00002.safetensors", "pytorch_model-00001-of-00002.bin"], True),
+        (["config.json", "pytorch_model.bin"], False),  # the only weights there are
+        (["2_Dense/model.safetensors", "pytorch_model.bin"], False),  # root weights exist only as .bin
+    ],
+)
+def test_pytorch_weights_are_skipped_only_beside_safetensors(files: list[str], skips_bin: bool) -> None:
+    from reranker_template.serve.download import DUPLICATE_WEIGHTS, IGNORE_PATTERNS, ignore_patterns
+
+    assert ignore_patterns(files) == IGNORE_PATTERNS + (DUPLICATE_WEIGHTS if skips_bin else [])
+
+
+def test_a_bin_copy_of_safetensors_weights_is_not_downloaded(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(minilm_dir(), repo)
+    (repo / "pytorch_model.bin").write_bytes((minilm_dir() / "model.safetensors").read_bytes())  # as big
+    with FakeHub({REPO: repo}) as hub:
+        result = run_fetch(hub_env(tmp_path, hub.url), REPO, deadline=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        path = Path(result.stdout.split("PATH=")[1].strip())
+        assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+        assert not (path / "pytorch_model.bin").exists()
+        assert not [r for r in hub.requests if "pytorch_model.bin" in r]
+    offline = run_fetch(hub_env(tmp_path, hub.url), REPO, deadline=6, offline=True)
+    assert offline.returncode == 0 and "using the cached copy" in offline.stdout, offline.stdout + offline.stderr

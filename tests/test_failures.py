@@ -154,6 +154,23 @@ def test_custom_code_and_missing_tokenizer() -> None:
     assert cause is Cause.TOKENIZER and "--tokenizer" in sentence
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        # vLLM 0.32 on a model.safetensors cut in half (tests/test_serverless_worker.py runs it for real)
+        "(Worker pid=23407) ERROR 12-01 21:17:33 [multiproc_executor.py:953] safetensors._safetensors_rust."
+        "SafetensorError: Error while deserializing header: incomplete metadata, file not fully covered",
+        "RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory",
+        "_pickle.UnpicklingError: invalid load key, '<'.",  # an HTML error page saved as pytorch_model.bin
+    ],
+)
+def test_damaged_weights_say_to_fetch_them_again_and_are_not_retried(line: str) -> None:
+    found = classify([line, ENGINE_FAILED], FailureContext(model="org/m"), 1)
+    assert found.cause is Cause.DAMAGED_WEIGHTS and not found.retry_helps
+    assert found.sentence.startswith("the weights of org/m are damaged or incomplete (")
+    assert "HF_HOME" in found.sentence
+
+
 def test_an_unknown_failure_is_retried_once_and_points_at_the_log() -> None:
     lines = ["INFO starting", "ValueError: something nobody has seen before", ENGINE_FAILED]
     found = classify(lines, FailureContext(log_hint="/var/log/portal/vllm.log"), 1)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from support.fake_serverless import ENDPOINT, FakeRouter, StandInCa
 from support.fake_vast import API_KEY, USER_ID, FakeVast
-from support.loopback import free_port
+from support.loopback import LoopbackServer, Reply, free_port
 from support.stack_runner import RERANKER, RunningStack, http_get, http_post_json, minilm_dir, start_stack
 
 from reranker_template.client import RerankerClient
@@ -133,6 +133,24 @@ def test_a_request_routed_through_vast_ranks_as_the_gateway_does(
     assert request_workload({"query": QUERY, "documents": DOCUMENTS}) in costs
 
 
+def test_a_busy_or_failing_worker_is_routed_around(
+    worker_stack: RunningStack, ready_report: dict[str, Any], console: FakeVast, router: FakeRouter
+) -> None:
+    """The router first hands out a worker that answers 429 (its queue is full), then one that answers
+    503: the client asks the router again, with the same request index, and gets the answer elsewhere."""
+    with LoopbackServer() as busy, LoopbackServer() as broken:
+        busy.answer("/v1/rerank", Reply.json({"error": "queue full"}, 429))
+        broken.answer("/v1/rerank", Reply.json({"error": "down"}, 503))
+        router.detours = [busy.url, broken.url]
+        before = len(router.routes)
+        with RerankerClient.for_serverless(ENDPOINT, client_env(console, router)) as client:
+            result = client.rerank(QUERY, DOCUMENTS)
+        assert len(busy.requests) == 1 and len(broken.requests) == 1
+    assert result.results[0].index == 1
+    routes = router.routes[before:]
+    assert len(routes) == 3 and routes[1]["request_idx"] == routes[2]["request_idx"] != 0, routes
+
+
 def test_a_document_longer_than_the_model_is_cut_as_the_gateway_cuts_it(
     worker_stack: RunningStack, ready_report: dict[str, Any], console: FakeVast, router: FakeRouter
 ) -> None:
@@ -207,6 +225,7 @@ def test_a_model_that_fails_to_load_is_reported_to_vast_with_our_reason(
         _, body = http_get(stack.gateway_url + "/health")
         reason = json.loads(body)["reason"]
         assert reason and reason in report["error_msg"], (reason, report["error_msg"])
+        assert reason.startswith(f"the weights of {broken_model} are damaged or incomplete"), reason
     finally:
         stack.stop()
         router.stop()

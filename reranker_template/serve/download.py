@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,11 @@ IGNORE_PATTERNS = [
     "rust_model*",
     "*.ot",
 ]
+# PyTorch-pickle weights that repositories often ship beside safetensors ones. vLLM's default load format
+# ("auto") reads safetensors when a repository has them and never opens these, so downloading them only
+# doubles the transfer (bge-reranker-base: 1.1 GB of each). Root-level names only: a module folder of a
+# sentence-transformers model (2_Dense/pytorch_model.bin) may be the only copy of its weights.
+DUPLICATE_WEIGHTS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 ADVICE = (
     "Either serve a local directory (MODEL_NAME=/path/to/model) or pre-download the model into "
     "HF_HOME (for example with a PROVISIONING_SCRIPT, see provisioning/), then start again."
@@ -56,17 +62,27 @@ def check_local_model(model: str) -> ModelFiles:
     return ModelFiles(path=str(directory), offline=True)
 
 
+def ignore_patterns(files: Iterable[str]) -> list[str]:
+    """What not to download from a repository holding `files`: the formats vLLM never loads, and the
+    .bin copy of the weights when safetensors ones are at the root (see DUPLICATE_WEIGHTS)."""
+    has_safetensors = any("/" not in name and name.endswith(".safetensors") for name in files)
+    return IGNORE_PATTERNS + (DUPLICATE_WEIGHTS if has_safetensors else [])
+
+
 def _cached_snapshot(model: str, token: str | None, revision: str | None = None) -> str | None:
+    """The cached copy's directory, if the cache holds the model: every file we would download (a .bin copy
+    of safetensors weights may be missing, see DUPLICATE_WEIGHTS) and root-level weights of some format."""
     from huggingface_hub import snapshot_download
 
+    skipped = IGNORE_PATTERNS + DUPLICATE_WEIGHTS  # offline, the repository's listing is unknown
     try:
-        return str(
-            snapshot_download(
-                model, token=token, revision=revision, local_files_only=True, ignore_patterns=IGNORE_PATTERNS
-            )
+        path = Path(
+            snapshot_download(model, token=token, revision=revision, local_files_only=True, ignore_patterns=skipped)
         )
     except Exception:  # not cached (LocalEntryNotFoundError) or an incomplete cache entry
         return None
+    weights = [f for pattern in ("*.safetensors", "*.bin", "*.pt") for f in path.glob(pattern)]
+    return str(path) if weights else None
 
 
 def fetch_hub_model(
@@ -95,7 +111,7 @@ def fetch_hub_model(
     while time.monotonic() - started < deadline_seconds:
         remaining = max(5.0, deadline_seconds - (time.monotonic() - started))
         try:
-            HfApi(token=token).model_info(model, revision=revision, timeout=min(20.0, remaining))
+            info = HfApi(token=token).model_info(model, revision=revision, timeout=min(20.0, remaining))
             break
         except (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError) as exc:
             raise _refused(model, revision, exc) from None
@@ -111,7 +127,8 @@ def fetch_hub_model(
             f"cannot reach the Hugging Face hub to download {model} "
             f"({type(last_error).__name__}: {last_error}). {ADVICE}"
         )
-    return ModelFiles(path=_download(model, token, revision), offline=True)
+    skipped = ignore_patterns(sibling.rfilename for sibling in info.siblings or [])
+    return ModelFiles(path=_download(model, token, revision, skipped), offline=True)
 
 
 def _refused(model: str, revision: str | None, exc: Exception) -> ModelUnavailable:
@@ -127,13 +144,13 @@ def _refused(model: str, revision: str | None, exc: Exception) -> ModelUnavailab
     return ModelUnavailable(missing_sentence(model))
 
 
-def _download(model: str, token: str | None, revision: str | None) -> str:
+def _download(model: str, token: str | None, revision: str | None, skipped: list[str]) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     log.info("downloading %s (files already in the cache are skipped)", model)
     try:
-        path = snapshot_download(model, token=token, revision=revision, ignore_patterns=IGNORE_PATTERNS)
+        path = snapshot_download(model, token=token, revision=revision, ignore_patterns=skipped)
     except (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError) as exc:
         raise _refused(model, revision, exc) from None
     except OSError as exc:

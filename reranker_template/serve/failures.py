@@ -40,6 +40,7 @@ class Cause(StrEnum):
     MISSING_MODEL = "missing-model"
     TOKENIZER = "missing-tokenizer"
     DISK_FULL = "disk-full"
+    DAMAGED_WEIGHTS = "damaged-weights"
     KILLED = "killed"
     UNKNOWN = "unknown"
 
@@ -246,6 +247,15 @@ def _disk(_m: re.Match[str], _text: str, _ctx: FailureContext) -> tuple[Cause, s
     )
 
 
+def _damaged(match: re.Match[str], _text: str, ctx: FailureContext) -> tuple[Cause, str]:
+    detail = (match.group(1) or match.group(0)).strip()[:120]
+    return Cause.DAMAGED_WEIGHTS, (
+        f"the weights of {ctx.model} are damaged or incomplete ({detail}), as an interrupted download or copy "
+        "leaves them: delete the model from the Hugging Face cache (HF_HOME) or copy its directory again, then "
+        "restart"
+    )
+
+
 _NUM = r"([\d.]+)"
 RULES: tuple[Rule, ...] = (
     _rule(r"\[Errno 98\][^\n]*address already in use|address already in use", _port),
@@ -303,6 +313,11 @@ RULES: tuple[Rule, ...] = (
     ),
     _rule(r"Can't load tokenizer|Couldn't instantiate the backend tokenizer", _tokenizer),
     _rule(r"No space left on device|\[Errno 28\]", _disk),
+    _rule(
+        r"SafetensorError: (?:Error while deserializing header: )?([^\n]*)"
+        r"|PytorchStreamReader failed reading zip archive[^\n]*|invalid load key[^\n]*",
+        _damaged,  # the file stays broken: another start would fail the same way
+    ),
 )
 
 

@@ -29,7 +29,7 @@ from reranker_template.plan.preflight import (
 )
 from reranker_template.plan.presets import choose_preset
 from reranker_template.plan.user_args import UserArgs
-from reranker_template.serve.download import IGNORE_PATTERNS
+from reranker_template.serve.download import ignore_patterns
 from reranker_template.settings import Settings
 
 Probe = Callable[[str], bool | None]
@@ -125,7 +125,7 @@ def preflight(
     findings += [_architecture(model, info, command, files, probe), judge_tokenizer(model, files, command)]
     if repo is not None and found:
         cached = cached_files(model, repo.sha, env) if target.use_cache else frozenset()
-        need = download_bytes(repo.files, cached, IGNORE_PATTERNS)
+        need = download_bytes(repo.files, cached, ignore_patterns(repo.files))
         cache = hub_cache_dir(env)
         free = target.free_bytes if target.free_bytes is not None else free_bytes(cache)
         findings.append(judge_disk(need, free, target.where or str(cache), target.advice))

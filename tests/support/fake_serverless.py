@@ -36,6 +36,7 @@ class FakeRouter:
         self.routes: list[dict[str, Any]] = []  # the bodies clients sent to /route/
         self.changed = threading.Condition()
         self.reqnum = 0
+        self.detours: list[str] = []  # worker URLs handed out (once each) before the ready worker's
         self.server = LoopbackServer(self._serve, host=host)  # "0.0.0.0": containers reach it too
 
     @property
@@ -89,13 +90,15 @@ class FakeRouter:
         worker = self.ready_worker()
         if worker is None:
             return {"endpoint": self.endpoint, "status": {"loading": 1}, "request_idx": request_idx}
+        with self.changed:
+            url = self.detours.pop(0) if self.detours else worker["url"]
         return {
             "endpoint": self.endpoint,
-            "url": worker["url"],
+            "url": url,
             "cost": body.get("cost"),
             "reqnum": reqnum,
             "request_idx": request_idx,
-            "signature": self.sign(worker["url"]),
+            "signature": self.sign(url),
             "__request_id": f"req-{reqnum}",
         }
 
