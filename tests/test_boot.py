@@ -85,6 +85,16 @@ def test_container_caches_go_to_the_workspace_without_touching_os_environ(
     assert "HF_HOME" not in local.env  # `reranker serve`: the libraries' own defaults
 
 
+def test_blank_cache_locations_mean_the_defaults(tmp_path: Path) -> None:
+    """A template's `-e HF_HOME= -e XDG_CACHE_HOME=`: vLLM and the hub would cache in the current directory."""
+    blank = {"HF_HOME": "", "XDG_CACHE_HOME": " ", "VLLM_CACHE_ROOT": ""}
+    spec = stack.prepare(container=True, env=given_env(tmp_path, **blank), workspace=tmp_path)
+    assert spec.env["HF_HOME"] == str(tmp_path / ".cache" / "huggingface")
+    assert spec.env["VLLM_CACHE_ROOT"] == str(tmp_path / ".cache" / "vllm") and "XDG_CACHE_HOME" not in spec.env
+    local = stack.prepare(container=False, env=given_env(tmp_path, **blank))
+    assert not set(blank) & set(local.env)
+
+
 @pytest.mark.slow
 def test_kill_stack_processes_ends_the_stacks_processes_and_no_other() -> None:
     """Found by the stack id in their environment, also a grandchild that left the process tree."""

@@ -40,6 +40,11 @@ log = logging.getLogger("reranker.stack")
 SHUTDOWN_TIMEOUT_SECONDS = VLLM_STOP_WAIT_SECONDS + 20
 
 
+# Cache locations a template may carry blank (`-e HF_HOME=`): Hugging Face, vLLM and Triton would read "" as
+# the current directory (vLLM's cache ended up in ./vllm), so blank means unset and the default applies.
+BLANK_MEANS_UNSET = frozenset({"HF_HOME", "VLLM_CACHE_ROOT", "TRITON_CACHE_DIR", "XDG_CACHE_HOME"})
+
+
 @dataclass(frozen=True)
 class StackSpec:
     settings: Settings
@@ -67,13 +72,18 @@ def build_plan(settings: Settings, env: Mapping[str, str]) -> Plan:
 def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace: Path = WORKSPACE) -> StackSpec:
     """Settings, paths and plan for a stack run with `env` (default: this process's environment).
 
-    `env` is read, never changed, and neither is os.environ: the cache locations the paths decide
+    `env` is read, never changed, and neither is os.environ (a blank cache location, BLANK_MEANS_UNSET, is
+    left out): the cache locations the paths decide
     (`Paths.cache_env`) are added to a copy, in which a variable already set wins, and that copy is what
     the plan sees and what every program of the stack inherits (`StackSpec.env`). When the default model
     is the bundled cross-encoder (`settings.default_model`), it is built (once) first, and the copy's
     MODEL_NAME names its directory, so every program serves that directory.
     """
-    given = dict(os.environ if env is None else env)
+    given = {
+        name: value
+        for name, value in (os.environ if env is None else env).items()
+        if name not in BLANK_MEANS_UNSET or value.strip()
+    }
     paths = container_paths(given, workspace) if container else local_paths(given)
     stack_env = {**paths.cache_env(), **given}
     settings = load_settings(stack_env, local=not container)
