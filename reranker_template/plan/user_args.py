@@ -16,7 +16,7 @@ SHORT_ALIASES = {
     "-dp": "--data-parallel-size",
     "-pp": "--pipeline-parallel-size",
     "-q": "--quantization",
-    "-O": "--compilation-config",
+    "-O": "--optimization-level",  # vLLM 0.32: -O3, -O 3 and -O=3 all mean --optimization-level 3
 }
 
 # Options whose presence alone means "on" (they take no value).
@@ -44,7 +44,7 @@ def canonical_option(token: str) -> str | None:
     if name in SHORT_ALIASES:
         return SHORT_ALIASES[name]
     if name.startswith("-O") and len(name) > 2:  # -O3, -O0
-        return "--compilation-config"
+        return "--optimization-level"
     return name
 
 
