@@ -214,10 +214,35 @@ def _policy_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     def default(value: Any) -> Any:
         return value if defaults else None
 
-    parser.add_argument("--cold-workers", type=int, default=default(policy.cold_workers), metavar="N")
-    parser.add_argument("--max-workers", type=positive_int, default=default(policy.max_workers), metavar="N")
-    parser.add_argument("--min-load", type=float, default=default(policy.min_load), metavar="UNITS_PER_S")
-    parser.add_argument("--target-util", type=positive_float, default=default(policy.target_util), metavar="0..1")
+    shown = " (default: %(default)s)" if defaults else ""
+    parser.add_argument(
+        "--cold-workers",
+        type=int,
+        default=default(policy.cold_workers),
+        metavar="N",
+        help="stopped instances kept with image and model on disk, ready to start" + shown,
+    )
+    parser.add_argument(
+        "--max-workers",
+        type=positive_int,
+        default=default(policy.max_workers),
+        metavar="N",
+        help="most instances at once: the bill's bound" + shown,
+    )
+    parser.add_argument(
+        "--min-load",
+        type=float,
+        default=default(policy.min_load),
+        metavar="UNITS_PER_S",
+        help="capacity kept running even when idle, in workload units/s" + shown,
+    )
+    parser.add_argument(
+        "--target-util",
+        type=positive_float,
+        default=default(policy.target_util),
+        metavar="0..1",
+        help="the share of the workers' capacity to use before adding one" + shown,
+    )
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], model_default: str) -> None:
@@ -243,33 +268,74 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], mode
     p.add_argument("--endpoint", required=True, metavar="NAME", help="the endpoint's name (what clients use)")
     _add_offer_filters(p, model_default)
     _policy_options(p, defaults=True)
-    p.add_argument("--target-queue-time", type=positive_float, default=5.0, metavar="SECONDS")
-    p.add_argument("--max-queue-time", type=positive_float, default=30.0, metavar="SECONDS")
+    p.add_argument(
+        "--target-queue-time",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="add workers once requests wait this long (default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-queue-time",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a worker refuses (429, the client is routed elsewhere) past this wait (default: %(default)g)",
+    )
     p.add_argument("--inactivity-timeout", type=float, metavar="SECONDS", help="Vast's idle timeout (default: Vast's)")
     p.add_argument("--vllm-args", metavar="ARGS", help="VLLM_ARGS for every worker")
     p.add_argument("--image", help="the image to run (default: our release image)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("status", help="the endpoint's workers, load and errors")
+    p = sub.add_parser(
+        "status",
+        help="the endpoint's workers, load and errors",
+        description="The endpoint's policy, its worker groups, and each worker as Vast's autoscaler sees it: "
+        "state, load, measured capacity (workload units/s), requests in progress, and its error if it has one.",
+        epilog="examples:\n  reranker vast serverless status search-rerank\n"
+        "  reranker vast serverless status search-rerank --json",
+        formatter_class=formatter,
+    )
     p.add_argument("endpoint", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("scale", help="change the endpoint's worker counts or load floor")
+    p = sub.add_parser(
+        "scale",
+        help="change the endpoint's worker counts or load floor",
+        description="Change some of the endpoint's scaling settings; the others keep their values. "
+        "--min-load is in workload units per second (about tokens/s, see README 'Scale out').",
+        epilog="examples:\n  reranker vast serverless scale search-rerank --max-workers 8\n"
+        "  reranker vast serverless scale search-rerank --min-load 20000   # keep about one worker warm",
+        formatter_class=formatter,
+    )
     p.add_argument("endpoint", metavar="NAME")
     _policy_options(p, defaults=False)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_scale)
 
-    p = sub.add_parser("logs", help="the autoscaler's log of the endpoint")
+    p = sub.add_parser(
+        "logs",
+        help="the autoscaler's log of the endpoint",
+        description="What Vast's autoscaler logged about the endpoint (scaling decisions, workers' errors).",
+        epilog="examples:\n  reranker vast serverless logs search-rerank --tail 50",
+        formatter_class=formatter,
+    )
     p.add_argument("endpoint", metavar="NAME")
     p.add_argument("--level", type=int, choices=range(4), default=1, help="0 info0, 1 info1, 2 trace, 3 debug")
     p.add_argument("--tail", type=positive_int, metavar="LINES")
     p.add_argument("--json", action="store_true", help="print the raw answer")
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("down", help="delete endpoint and worker groups, destroy their instances")
+    p = sub.add_parser(
+        "down",
+        help="delete endpoint and worker groups, destroy their instances",
+        description="Delete the endpoint's worker groups and the endpoint, destroy the endpoint's instances "
+        "(deleting a worker group alone leaves them running, and billing), then check that none is left.",
+        epilog="examples:\n  reranker vast serverless down search-rerank --yes",
+        formatter_class=formatter,
+    )
     p.add_argument("endpoint", metavar="NAME")
     p.add_argument("--yes", "-y", action="store_true", help="delete without asking")
     p.add_argument("--json", action="store_true", help="print as JSON")
