@@ -229,8 +229,13 @@ def run(env: Mapping[str, str], plan_file: Path, status_file: Path, console_url:
     Vast's autoscaler as this worker's error, so the worker group shows why, and exits."""
     import os
 
-    from vastai import Worker
-
+    try:
+        from vastai import Worker
+    except ImportError:
+        raise UserError(
+            "serverless mode (MASTER_TOKEN or SERVERLESS=true) needs the vastai package: "
+            "pip install 'reranker-template[vast]', or unset SERVERLESS"
+        ) from None
     from reranker_template.plan.contract import read_plan
     from reranker_template.serve import worker_tls
 
