@@ -25,7 +25,7 @@ run: $(STAMP)
 	$(BIN)/reranker serve
 
 test: lint browser sshd container-engine
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
