@@ -72,6 +72,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from reranker_template.vast.offers import mib_to_marketed_gb
 
     name = serverless.check_endpoint_name(args.endpoint)
+    client = _client()  # no API key: say so before anything else
     query = _offer_query(args, os.environ, limit=10)
     policy = serverless.EndpointPolicy(
         cold_workers=args.cold_workers,
@@ -89,7 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     gpu_ram_gb = round(query.gpu_ram.min_mib / 1000, 1)
     readme = template.readme_section(template.project_readme())
     print(f"creating/updating endpoint {name!r} for {args.model} ...", file=sys.stderr)
-    result = serverless.serverless_up(_client(), spec, readme, gpu_ram_gb)
+    result = serverless.serverless_up(client, spec, readme, gpu_ram_gb)
     lines = [
         f"{result.endpoint_action} endpoint {name!r} (id {result.endpoint_id}): cold workers {policy.cold_workers}, "
         f"max workers {policy.max_workers}, min load {policy.min_load:g}, target utilisation {policy.target_util:g}",
