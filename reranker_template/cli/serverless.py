@@ -69,7 +69,7 @@ def _emit(data: Any, lines: list[str], as_json: bool) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from reranker_template.cli.vast import _offer_query
     from reranker_template.vast import serverless, template
-    from reranker_template.vast.offers import mib_to_marketed_gb
+    from reranker_template.vast.offers import mib_to_marketed_gb, mib_to_query_gb
 
     name = serverless.check_endpoint_name(args.endpoint)
     client = _client()  # no API key: say so before anything else
@@ -87,7 +87,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UserError(f"--cold-workers {policy.cold_workers} is more than --max-workers {policy.max_workers}")
     image = args.image or serverless.DEFAULT_IMAGE
     spec = serverless.ServerlessSpec(name, args.model, query, policy, vllm_args=args.vllm_args or "", image=image)
-    gpu_ram_gb = round(query.gpu_ram.min_mib / 1000, 1)
+    gpu_ram_gb = mib_to_query_gb(query.gpu_ram.min_mib)
     readme = template.readme_section(template.project_readme())
     print(f"creating/updating endpoint {name!r} for {args.model} ...", file=sys.stderr)
     result = serverless.serverless_up(client, spec, readme, gpu_ram_gb)

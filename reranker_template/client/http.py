@@ -104,24 +104,30 @@ def retry_after_seconds(value: str | None, default: float) -> float:
     return seconds if math.isfinite(seconds) and seconds >= 0 else default
 
 
+def body_message(body: Any) -> str | None:
+    """The server's own words in a JSON error body, or None: vLLM and the gateway send
+    {"error": {"message": ...}}, others {"error": "..."}, {"message": ...} or FastAPI's {"detail": ...}."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        for key in ("message", "detail"):
+            if body.get(key):
+                return str(body[key])
+    return None
+
+
 def error_message(response: requests.Response) -> tuple[str, Any]:
-    """The server's own words: vLLM and the gateway send {"error": {"message": ...}}; FastAPI {"detail": ...}."""
+    """The server's own words (`body_message`), else the start of its body; and the body."""
     try:
         body = response.json()
     except ValueError:
         text = response.text.strip()
         return (text[:500] or response.reason or "no message"), text
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"]), body
-        if isinstance(error, str):
-            return error, body
-        if body.get("message"):
-            return str(body["message"]), body
-        if body.get("detail"):
-            return str(body["detail"]), body
-    return str(body)[:500], body
+    message = body_message(body)
+    return (message if message is not None else str(body)[:500]), body
 
 
 class RerankerClient:

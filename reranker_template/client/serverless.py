@@ -21,6 +21,7 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
+from reranker_template.client.http import body_message
 from reranker_template.errors import NotReadyError, RerankerError, UserError, VastError
 from reranker_template.workload import request_workload
 
@@ -106,7 +107,7 @@ class ServerlessRoute:
         response = result.get("response")
         status = int(result.get("status") or 0)
         if not result.get("ok"):
-            message = _error_text(response) or str(result.get("text") or "")[:300] or "no message"
+            message = body_message(response) or str(result.get("text") or "")[:300] or "no message"
             raise RerankerError(message, status or None, response)
         if not isinstance(response, dict):
             raise RerankerError(f"{self.url}: unexpected answer {str(response)[:200]}", status, response)
@@ -123,16 +124,3 @@ class ServerlessRoute:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
-
-
-def _error_text(response: Any) -> str | None:
-    if isinstance(response, dict):
-        error = response.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str) and error:
-            return error
-        for key in ("message", "detail"):
-            if response.get(key):
-                return str(response[key])
-    return None

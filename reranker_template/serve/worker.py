@@ -93,8 +93,9 @@ def _required(env: Mapping[str, str], name: str, expected: str) -> str:
 def read_worker_environment(env: Mapping[str, str]) -> WorkerEnvironment:
     """The worker's settings, with the defaults of Vast's start_server.sh (port 3000, TLS on, run.vast.ai).
 
-    Raises ConfigError naming the variable when Vast's part is missing: CONTAINER_ID, PUBLIC_IPADDR and
-    VAST_TCP_PORT_<port> are set by Vast only for ports the template publishes (-p 3000:3000).
+    Raises UserError naming the variable when Vast's part is missing (CONTAINER_ID, PUBLIC_IPADDR, and
+    VAST_TCP_PORT_<port>, which Vast sets only for ports the template publishes: -p 3000:3000), and
+    ConfigError for a value it cannot use.
     """
     port = parse_port("WORKER_PORT", env["WORKER_PORT"]) if env.get("WORKER_PORT") else DEFAULT_WORKER_PORT
     container = _required(env, "CONTAINER_ID", "the instance's id, which Vast sets on every instance")
@@ -216,13 +217,6 @@ def worker_config(
     )
 
 
-def report_start_failure(worker_env: WorkerEnvironment, message: str) -> None:
-    from reranker_template.serve.worker_tls import report_error
-
-    worker = worker_env
-    report_error(worker.report_addr, worker.container_id, worker.master_token, worker.public_url, message)
-
-
 def run(env: Mapping[str, str], plan_file: Path, status_file: Path, console_url: str) -> int:
     """The worker process (supervisord's `worker` program): check Vast's environment, get the TLS
     certificate, then run the SDK's server until stopped. A start that cannot work is reported to
@@ -239,21 +233,19 @@ def run(env: Mapping[str, str], plan_file: Path, status_file: Path, console_url:
     from reranker_template.plan.contract import read_plan
     from reranker_template.serve import worker_tls
 
+    container = env.get("CONTAINER_ID", "").strip()
+    worker_env: WorkerEnvironment | None = None
     try:
         worker_env = read_worker_environment(env)
-    except UserError as exc:
-        container = env.get("CONTAINER_ID", "").strip()
+        if worker_env.use_ssl:
+            worker_tls.ensure_certificate(console_url, worker_env.container_id)
+    except (UserError, Failure) as exc:
         if container.isdigit():  # Vast can still be told which worker is broken, and why
-            report = (env.get("REPORT_ADDR") or DEFAULT_REPORT_ADDR).strip()
-            worker_tls.report_error(report, int(container), env.get("MASTER_TOKEN", ""), "", str(exc))
+            report_addr = (env.get("REPORT_ADDR") or DEFAULT_REPORT_ADDR).strip()
+            url = worker_env.public_url if worker_env else ""
+            worker_tls.report_error(report_addr, int(container), env.get("MASTER_TOKEN", "").strip(), url, str(exc))
         raise
     plan = read_plan(plan_file)
-    if worker_env.use_ssl:
-        try:
-            worker_tls.ensure_certificate(console_url, worker_env.container_id)
-        except Failure as exc:
-            report_start_failure(worker_env, str(exc))
-            raise
     os.environ.update(sdk_variables(worker_env))  # the SDK reads these from os.environ, nowhere else
     config = worker_config(plan.served_model_name, plan.vllm_port, plan.truncation, status_file)
     worker = Worker(config)

@@ -37,6 +37,11 @@ def marketed_gb_to_mib(gb: float) -> int:
     return round(gb * 1000)
 
 
+def mib_to_query_gb(mib: float) -> float:
+    """A `gpu_ram` floor in Vast's query syntax ("gpu_ram>=16"), which reads GB as marketed_gb_to_mib writes them."""
+    return round(mib / 1000, 1)
+
+
 def gib_to_mib(gib: float) -> int:
     return math.ceil(gib * 1024)
 

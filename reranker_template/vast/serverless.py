@@ -18,14 +18,14 @@ need, verified hosts, a static IP and a direct port) and asks for that much GPU 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from reranker_template.errors import UserError, VastError
 from reranker_template.release import IMAGE_REPOSITORY, IMAGE_TAG
 from reranker_template.vast.api import VastApi, vast_call
 from reranker_template.vast.instances import GATEWAY_PORT, SSH_PORT
-from reranker_template.vast.offers import OfferQuery
+from reranker_template.vast.offers import OfferQuery, mib_to_query_gb
 from reranker_template.vast.template import Published, publish_template, template_body
 
 WORKER_PORT = 3000
@@ -67,7 +67,6 @@ class ServerlessSpec:
     policy: EndpointPolicy = EndpointPolicy()
     vllm_args: str = ""
     image: str = DEFAULT_IMAGE
-    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def check_endpoint_name(name: str) -> str:
@@ -84,7 +83,7 @@ def search_params(query: OfferQuery) -> str:
     for name, condition in query.filters().items():
         for operator, value in condition.items():
             if name == "gpu_ram":
-                value = round(value / 1000, 1)  # the filter holds MB of a card sold in GB (x1000)
+                value = mib_to_query_gb(value)
             shown = str(value) if not isinstance(value, bool) else ("True" if value else "False")
             parts.append(f"{name}{_OPERATORS[operator]}{shown}")
     return " ".join(parts)
@@ -94,7 +93,7 @@ def serverless_template(spec: ServerlessSpec, readme: str) -> dict[str, Any]:
     """Our Vast template for the worker group: the image, the worker port published, the model."""
     body = template_body(readme)
     repository, _, tag = spec.image.rpartition(":")
-    env = {"MODEL_NAME": spec.model, "VLLM_ARGS": spec.vllm_args, "SERVERLESS": "true", **spec.extra_env}
+    env = {"MODEL_NAME": spec.model, "VLLM_ARGS": spec.vllm_args, "SERVERLESS": "true"}
     ports = [f"-p {port}:{port}" for port in (GATEWAY_PORT, SSH_PORT, WORKER_PORT)]
     body.update(
         name=TEMPLATE_PREFIX + spec.endpoint,
@@ -108,20 +107,23 @@ def serverless_template(spec: ServerlessSpec, readme: str) -> dict[str, Any]:
     return body
 
 
+def _listed(reply: list[dict[str, Any]] | dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """A listing's rows; the SDK returns {"error": msg} for an unsuccessful answer."""
+    if isinstance(reply, dict):
+        raise VastError(f"Vast did not list your {what}: {reply.get('error')}")
+    return reply
+
+
 def find_endpoint(client: VastApi, name: str) -> dict[str, Any] | None:
     with vast_call("listing your serverless endpoints"):
-        rows = client.show_endpoints()
-    if isinstance(rows, dict):  # the SDK returns {"error": msg} for an unsuccessful answer
-        raise VastError(f"Vast did not list your endpoints: {rows.get('error')}")
+        rows = _listed(client.show_endpoints(), "endpoints")
     found = [row for row in rows if row.get("endpoint_name") == name]
     return found[0] if found else None
 
 
 def endpoint_groups(client: VastApi, endpoint_id: int) -> list[dict[str, Any]]:
     with vast_call("listing your worker groups"):
-        rows = client.show_workergroups()
-    if isinstance(rows, dict):
-        raise VastError(f"Vast did not list your worker groups: {rows.get('error')}")
+        rows = _listed(client.show_workergroups(), "worker groups")
     return [row for row in rows if row.get("endpoint_id") == endpoint_id]
 
 
