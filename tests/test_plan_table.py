@@ -36,6 +36,7 @@ class Row:
     truncation: TruncationPolicy | None = None
     served: str | None = None  # the served model name, when not the model's
     kv_cache: str | None = None  # CPU mode's --kv-cache-memory-bytes (None: not passed)
+    compile_level: str | None = None  # --optimization-level (None: vLLM's default)
 
 
 TABLE = {
@@ -47,6 +48,28 @@ TABLE = {
         preset="bge-reranker",
         truncation=TruncationPolicy(PAIR, 8192),
         kv_cache="0",  # encoder-only: no KV cache, and none of vLLM-CPU's default 92% reservation
+        compile_level="0",  # encoder-only on a CPU: the compile costs ~40 s a start and gains nothing
+    ),
+    "VLLM_ARGS=-O3 turns the compile back on for a cross-encoder on a CPU": Row(
+        None,
+        "bge",
+        {"VLLM_ARGS": "-O3"},
+        device=Device.CPU,
+        gpus_used=0,
+        preset="bge-reranker",
+        truncation=TruncationPolicy(PAIR, 8192),
+        kv_cache="0",
+        compile_level="3",
+    ),
+    "--enforce-eager in VLLM_ARGS: the compile level is left to vLLM": Row(
+        None,
+        "bge",
+        {"VLLM_ARGS": "--enforce-eager"},
+        device=Device.CPU,
+        gpus_used=0,
+        preset="bge-reranker",
+        truncation=TruncationPolicy(PAIR, 8192),
+        kv_cache="0",
     ),
     "Qwen3-Reranker on a CPU: a KV cache for two 8192-token pairs": Row(
         None,
@@ -190,6 +213,7 @@ def test_the_plan_records_what_its_readers_need(models: dict[str, ModelInfo], ca
     assert plan.gpus_used <= plan.gpu_count
     assert plan.model_source == model.source
     assert UserArgs(plan.vllm_command).value("--kv-cache-memory-bytes") == row.kv_cache
+    assert UserArgs(plan.vllm_command).value("--optimization-level") == row.compile_level
 
 
 @pytest.mark.parametrize("case", sorted(TABLE))

@@ -85,8 +85,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     if policy.cold_workers > policy.max_workers:
         raise UserError(f"--cold-workers {policy.cold_workers} is more than --max-workers {policy.max_workers}")
-    image = args.image or serverless.DEFAULT_IMAGE
-    spec = serverless.ServerlessSpec(name, args.model, query, policy, vllm_args=args.vllm_args or "", image=image)
+    if args.bake and args.image:
+        raise UserError("--bake IMAGE and --image IMAGE both name the image to run: give one")
+    image = args.bake or args.image or serverless.DEFAULT_IMAGE
+    spec = serverless.ServerlessSpec(
+        name, args.model, query, policy, vllm_args=args.vllm_args or "", image=image, baked=bool(args.bake)
+    )
     gpu_ram_gb = mib_to_query_gb(query.gpu_ram.min_mib)
     readme = template.readme_section(template.project_readme())
     print(f"creating/updating endpoint {name!r} for {args.model} ...", file=sys.stderr)
@@ -97,6 +101,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"{result.workergroup_action} worker group {result.workergroup_id}: template {result.template.hash_id}, "
         f"offers {query.describe()}; GPU memory {gpu_ram_gb:g} GB "
         f"(~{mib_to_marketed_gb(query.gpu_ram.min_mib):.1f} GiB)",
+        *([f"image {image}: {args.model} baked in, so workers download nothing at start"] if args.bake else []),
         f"next: reranker vast serverless status {name}   (workers start as requests arrive)",
         f"      reranker query --serverless {name} QUERY DOC [DOC ...]",
     ]
@@ -286,6 +291,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], mode
     p.add_argument("--inactivity-timeout", type=float, metavar="SECONDS", help="Vast's idle timeout (default: Vast's)")
     p.add_argument("--vllm-args", metavar="ARGS", help="VLLM_ARGS for every worker")
     p.add_argument("--image", help="the image to run (default: our release image)")
+    p.add_argument(
+        "--bake",
+        metavar="IMAGE",
+        help="run IMAGE, built with the model baked in (docker build --build-arg MODEL_NAME=MODEL): workers "
+        "download nothing at start (README: Bake a model into the image)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_up)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,6 +58,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for line in checks.lines(advisory=("disk",)):
         print(f"  {line}")
     checks.raise_for_problem(advisory=("disk",))  # the disk is checked again where the model is downloaded
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from reranker_template.paths import BAKED_MODELS_DIR
+    from reranker_template.serve.baked import bake
+    from reranker_template.serve.processes import setup_logging
+    from reranker_template.settings import load_settings
+
+    setup_logging()
+    settings = load_settings({**os.environ, "MODEL_NAME": args.model})
+    bake(args.model, args.revision, settings.hf_token, args.into or BAKED_MODELS_DIR)
     return 0
 
 
@@ -119,3 +133,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "data_parallel_size, vllm_command, reasons, ...)",
     )
     plan.set_defaults(func=cmd_plan)
+
+    bake = subparsers.add_parser(
+        "bake",
+        help="download a model into the image being built (the Dockerfile's MODEL_NAME build argument)",
+        description="Download MODEL (the files vLLM loads, no other formats) into a directory the stack "
+        "serves it from at start, so a container of the image downloads nothing. The Dockerfile runs this "
+        "when built with --build-arg MODEL_NAME=...; HF_TOKEN and HF_ENDPOINT are read from the environment.",
+        epilog="example (what the Dockerfile runs):\n  reranker bake BAAI/bge-reranker-v2-m3\n\n"
+        "a build of the image with it:\n"
+        "  docker build --build-arg MODEL_NAME=BAAI/bge-reranker-v2-m3 -t me/reranker:bge .",
+        formatter_class=formatter,
+    )
+    bake.add_argument("model", metavar="MODEL", help="a Hugging Face id, e.g. BAAI/bge-reranker-v2-m3")
+    bake.add_argument("--revision", help="a branch, tag or commit (default: the default branch)")
+    bake.add_argument("--into", type=Path, help="the directory to bake into (default: /opt/reranker-models)")
+    bake.set_defaults(func=cmd_bake)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from reranker_template.errors import PlanError
 from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo
+from reranker_template.plan.compile import compile_flags
 from reranker_template.plan.contract import Device, Plan, TruncationMode
 from reranker_template.plan.cpu_memory import plan_cpu_memory
 from reranker_template.plan.flags import Flag
@@ -136,9 +137,9 @@ def merge_flags(flags: Sequence[Flag], user: UserArgs) -> tuple[list[str], list[
 def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime: Runtime) -> Plan:
     """Settings + facts -> the plan: every flag with its reason, the layout, and the request-time policies.
 
-    Flags come from, in order of precedence: the base flags, the model's preset, its lengths, the GPU
-    layout, CPU mode; `merge_flags` then lets VLLM_ARGS win. What later readers need from the final command
-    (its max model length, whether a score template is used) is read here once and stored in the plan.
+    Flags come from, in order of precedence: base, preset, lengths, GPU layout, compile level, CPU mode;
+    `merge_flags` then lets VLLM_ARGS win. What later readers need from the final command (its max model
+    length, whether a score template is used) is read here once and stored in the plan.
     """
     user = UserArgs(settings.vllm_args)
     _check_user_args(user)
@@ -146,7 +147,8 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
     lengths, length_reasons = length_flags(model, choice.preset, user)
     layout = plan_layout(settings, hardware.gpus, model, user)
     front = api_server_flags(layout.data_parallel_size, hardware.cpu.cores)
-    flags = [*_base_flags(settings), *choice.flags, *lengths, *layout.flags, *front]
+    compiled, compile_reason = compile_flags(hardware.device, model, user)
+    flags = [*_base_flags(settings), *choice.flags, *lengths, *layout.flags, *front, *compiled]
     cpu_flags, vllm_env, cpu_reasons = _cpu_mode(hardware, runtime, model, user, flags)
     flags += cpu_flags
     tail, merge_reasons = merge_flags(flags, user)
@@ -168,7 +170,7 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         explain_truncation(settings.truncate, truncation),
         *layout.reasons,
         entry_reason,
-        *cpu_reasons,
+        *cpu_reasons + compile_reason,
         *merge_reasons,
     )
     return Plan(

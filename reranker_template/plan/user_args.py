@@ -16,6 +16,7 @@ SHORT_ALIASES = {
     "-dp": "--data-parallel-size",
     "-pp": "--pipeline-parallel-size",
     "-q": "--quantization",
+    "-cc": "--compilation-config",
     "-O": "--optimization-level",  # vLLM 0.32: -O3, -O 3 and -O=3 all mean --optimization-level 3
 }
 

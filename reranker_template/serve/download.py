@@ -144,13 +144,34 @@ def _refused(model: str, revision: str | None, exc: Exception) -> ModelUnavailab
     return ModelUnavailable(missing_sentence(model))
 
 
-def _download(model: str, token: str | None, revision: str | None, skipped: list[str]) -> str:
+def download_into(model: str, token: str | None, revision: str | None, directory: Path) -> str:
+    """Download `model` at `revision` into `directory` (a plain folder, not the cache): the files a start
+    would fetch, nothing else. Returns the commit it got. One attempt: this runs in an image build."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        info = HfApi(token=token).model_info(model, revision=revision, timeout=30)
+    except (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError) as exc:
+        raise _refused(model, revision, exc) from None
+    except Exception as exc:  # network errors of every kind
+        raise ModelUnavailable(
+            f"cannot reach the Hugging Face hub to download {model} ({type(exc).__name__}: {exc})"
+        ) from None
+    skipped = ignore_patterns(sibling.rfilename for sibling in info.siblings or [])
+    _download(model, token, info.sha, skipped, local_dir=directory)
+    return info.sha or revision or "main"
+
+
+def _download(
+    model: str, token: str | None, revision: str | None, skipped: list[str], local_dir: Path | None = None
+) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     log.info("downloading %s (files already in the cache are skipped)", model)
     try:
-        path = snapshot_download(model, token=token, revision=revision, ignore_patterns=skipped)
+        path = snapshot_download(model, token=token, revision=revision, ignore_patterns=skipped, local_dir=local_dir)
     except (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError) as exc:
         raise _refused(model, revision, exc) from None
     except OSError as exc:

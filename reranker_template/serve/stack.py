@@ -26,6 +26,8 @@ from reranker_template.facts.model import inspect_model
 from reranker_template.paths import WORKSPACE, Paths, container_paths, local_paths
 from reranker_template.plan.build import make_plan
 from reranker_template.plan.contract import Plan, write_plan
+from reranker_template.plan.user_args import UserArgs
+from reranker_template.serve.baked import find_baked
 from reranker_template.serve.bundled_model import ensure_built
 from reranker_template.serve.download import check_local_model
 from reranker_template.serve.processes import STACK_ID_VAR, kill_stack_processes, send_signal, setup_logging
@@ -77,7 +79,8 @@ def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace:
     (`Paths.cache_env`) are added to a copy, in which a variable already set wins, and that copy is what
     the plan sees and what every program of the stack inherits (`StackSpec.env`). When the default model
     is the bundled cross-encoder (`settings.default_model`), it is built (once) first, and the copy's
-    MODEL_NAME names its directory, so every program serves that directory.
+    MODEL_NAME names its directory, so every program serves that directory; a model baked into the image
+    (serve/baked.py) is served from its directory the same way.
     """
     given = {
         name: value
@@ -87,6 +90,14 @@ def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace:
     paths = container_paths(given, workspace) if container else local_paths(given)
     stack_env = {**paths.cache_env(), **given}
     settings = load_settings(stack_env, local=not container)
+    revision = UserArgs(settings.vllm_args).value("--revision")
+    baked = find_baked(settings.model_name, revision, paths.baked_dir)
+    if baked is not None:
+        stack_env.update(MODEL_NAME=str(baked.path), SERVED_MODEL_NAME=settings.served_model_name)
+        settings = load_settings(stack_env)
+        plan = build_plan(settings, stack_env)
+        plan = replace(plan, reasons=(baked.reason(), *plan.reasons))
+        return StackSpec(settings=settings, paths=paths, plan=plan, env=stack_env)
     if not settings.model_bundled:
         return StackSpec(settings=settings, paths=paths, plan=build_plan(settings, stack_env), env=stack_env)
     bundled = ensure_built(paths.models_dir)

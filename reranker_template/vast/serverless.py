@@ -67,6 +67,7 @@ class ServerlessSpec:
     policy: EndpointPolicy = EndpointPolicy()
     vllm_args: str = ""
     image: str = DEFAULT_IMAGE
+    baked: bool = False  # the image was built with MODEL_NAME=model baked in (serve/baked.py)
 
 
 def check_endpoint_name(name: str) -> str:
@@ -100,7 +101,8 @@ def serverless_template(spec: ServerlessSpec, readme: str) -> dict[str, Any]:
         image=repository or spec.image,
         tag=tag or "latest",
         env=" ".join(ports + [f"-e {key}={value}" for key, value in env.items() if value]),
-        desc=f"Serverless worker group of endpoint {spec.endpoint}: {spec.model}",
+        desc=f"Serverless worker group of endpoint {spec.endpoint}: {spec.model}"
+        + (" (baked into the image)" if spec.baked else ""),
         extra_filters=spec.offers.filters(),
         recommended_disk_space=spec.offers.disk_gb,
     )
