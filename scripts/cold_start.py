@@ -44,21 +44,27 @@ READY_TIMEOUT = 900.0
 POLL_SECONDS = 0.1
 
 # (phase, the log line that ends it), in the order a start goes through them. A phase whose line does not
-# appear (no download for a local model) is left out; its time falls to the next phase that appears.
+# appear (no download for a local model, no architecture inspection when vLLM's cache has it) is left out;
+# its time falls to the next phase that appears. The engine's own start ends at the container's StartedAt.
+ENGINE = "engine: `run`/`start` until the container's process starts"
 MILESTONES: tuple[tuple[str, str], ...] = (
-    ("container start (engine, until our first line)", r"reranker\.stack|reranker boot|supervisord"),
-    ("settings, facts, plan, configs rendered", r"supervisord started with pid"),
-    ("supervisord starts the gateway and the launcher", r"reranker\.launcher"),
-    ("provisioning and preflight (ours)", r"starting vLLM: "),
-    ("vLLM: Python, torch and vLLM imported", r"vLLM API server version"),
-    ("vLLM: arguments and model config resolved", r"Resolved architecture|Initializing a V1 LLM engine"),
-    ("vLLM: engine process up, weights loaded", r"Loading weights took|Model loading took"),
-    ("vLLM: compile and warm-up", r"init engine .* took|Compilation finished|warming up"),
-    ("vLLM: API server up", r"Starting vLLM API server|Application startup complete"),
+    ("ours: settings, facts, plan, supervisord's config", r"\[stack\] supervisorctl"),
+    ("ours: supervisord up, the gateway and launcher spawned", r"spawned: 'vllm'"),
+    ("ours: model download (a hub model not yet on /workspace)", r"\[download\] .* is ready in "),
+    ("ours: the launcher's provisioning wait and preflight, vLLM exec'd", r"\[launcher\] starting vLLM: "),
+    ("vLLM: API server's Python, torch and vLLM imported", r"non-default args"),
+    ("vLLM: model class inspected (a subprocess, cached on /workspace)", r"Resolved architecture"),
+    ("vLLM: engine core process started (imports torch and vLLM again)", r"Initializing a V1 LLM engine"),
+    ("vLLM: worker process started (imports them again)", r"Starting to load model"),
+    ("vLLM: weights loaded", r"Loading weights took"),
+    ("vLLM: compile and warm-up", r"init engine \(profile"),
+    ("vLLM: API server up", r"Starting vLLM server on|Application startup complete"),
 )
+OUR_PART_END = r"\[launcher\] starting vLLM: "
 READY = "/health 200 (seen by polling every 0.1 s)"
 ANSWERED = "first rerank answered"
-KNOWN_ANSWER = "known-answer check passed (in the background)"
+OUR_PART = "our part: container process start to vLLM exec'd"
+KNOWN_ANSWER = "known-answer check, after /health 200 (in the background)"
 
 
 @dataclass
@@ -79,6 +85,14 @@ def _iso_seconds(stamp: str) -> float:
     return whole.timestamp() + float(match.group(2) or 0)
 
 
+def _started_at(shown: str) -> float:
+    """The engine's State.StartedAt: RFC 3339 (Docker) or `2026-12-01 23:53:12.123 +0000 UTC` (Podman)."""
+    if re.match(r"\d{4}-\d\d-\d\dT", shown):
+        return _iso_seconds(shown)
+    day, clock, offset = shown.split()[:3]
+    return _iso_seconds(f"{day}T{clock}{offset[:3]}:{offset[3:]}")
+
+
 def timed_lines(engine: Engine, name: str, since: float) -> list[tuple[float, str]]:
     shown = subprocess.run(engine("logs", "-t", name), capture_output=True, text=True)
     lines = []
@@ -93,9 +107,10 @@ def timed_lines(engine: Engine, name: str, since: float) -> list[tuple[float, st
     return sorted(lines)
 
 
-def phase_times(lines: list[tuple[float, str]], ready: float, answered: float) -> dict[str, float]:
-    """Each milestone's time since the start, then the phases as differences between consecutive ones."""
-    marks: list[tuple[str, float]] = []
+def phase_times(lines: list[tuple[float, str]], began: float, ready: float, answered: float) -> dict[str, float]:
+    """Each milestone's time since `run`, then the phases as differences between consecutive ones. `began`:
+    when the container's process started."""
+    marks: list[tuple[str, float]] = [(ENGINE, began)]
     position = 0
     for phase, pattern in MILESTONES:
         found = next((i for i in range(position, len(lines)) if re.search(pattern, lines[i][1])), None)
@@ -107,9 +122,12 @@ def phase_times(lines: list[tuple[float, str]], ready: float, answered: float) -
     for phase, at in marks:
         phases[phase] = max(0.0, at - previous)
         previous = max(previous, at)
-    check = next((at for at, text in lines if "known-answer check passed" in text), None)
+    check = next((at for at, text in lines if "known-answer pairs ranked correctly" in text), None)
     if check is not None:
         phases[KNOWN_ANSWER] = max(0.0, check - ready)
+    exec_at = next((at for at, text in lines if re.search(OUR_PART_END, text)), None)
+    if exec_at is not None:
+        phases[OUR_PART] = exec_at - began
     return phases
 
 
@@ -170,7 +188,9 @@ class Bench:
     def measure(self, kind: str, name: str, gateway: str, started: float) -> Run:
         ready, answered = wait_and_ask(gateway, started)
         lines = timed_lines(self.engine, name, started)
-        run = Run(kind, ready, answered, phase_times(lines, ready, answered))
+        shown = subprocess.run(self.engine("inspect", "--format", "{{.State.StartedAt}}", name), capture_output=True)
+        began = _started_at(shown.stdout.decode().strip()) - started
+        run = Run(kind, ready, answered, phase_times(lines, began, ready, answered))
         run.downloaded = any("downloading " in text for _, text in lines)
         return run
 

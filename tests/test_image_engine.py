@@ -59,3 +59,19 @@ def test_pip_settings_are_mounted_only_when_they_point_at_local_files(image: Mod
         *("-v", f"{wheels}:{wheels}:ro", "--build-arg", f"PIP_FIND_LINKS={wheels}"),
     )
     assert image.pip_passthrough({"cert": str(tmp_path / "missing.crt")}) == ((), ())
+
+
+def test_a_baked_build_passes_the_model_and_tags_the_image_with_its_name(image: ModuleType) -> None:
+    bake = image.Bake("BAAI/bge-reranker-v2-m3", revision="v1")
+    assert bake.slug == "bge-reranker-v2-m3"
+    assert bake.build_flags() == [
+        "--build-arg",
+        "MODEL_NAME=BAAI/bge-reranker-v2-m3",
+        "--build-arg",
+        "MODEL_REVISION=v1",
+    ]
+    # A hub mirror on this machine's loopback is reachable from the build only on the host's network.
+    local = image.Bake("org/Some_Model", hf_endpoint="http://127.0.0.1:8080").build_flags()
+    assert local[-4:] == ["--build-arg", "HF_ENDPOINT=http://127.0.0.1:8080", "--network", "host"]
+    remote = image.Bake("org/m", hf_endpoint="https://hf-mirror.example").build_flags()
+    assert "--network" not in remote

@@ -297,3 +297,18 @@ def test_up_refuses_impossible_policies_and_names(env, fake: FakeVast, capsys) -
     )
     assert code == 2 and "more than --max-workers" in err
     assert fake.seen("POST") == []
+
+
+@pytest.mark.slow
+def test_up_with_bake_runs_the_baked_image_and_says_so(env, fake: FakeVast, capsys) -> None:
+    baked = "me/reranker:bge-baked"
+    argv = ["serverless", "up", "--endpoint", "search", "--model", str(MODEL), "--bake", baked]
+    code, out, err = run_vast(capsys, *argv)
+    assert code == 0, err
+    [template] = fake.seen("POST", "/api/v0/template/")
+    assert (template.body["image"], template.body["tag"]) == ("me/reranker", "bge-baked")
+    assert f"-e MODEL_NAME={MODEL}" in template.body["env"]  # the baked copy is served when the names match
+    assert "baked into the image" in template.body["desc"]
+    assert f"image {baked}: {MODEL} baked in, so workers download nothing at start" in out
+    code, _, err = run_vast(capsys, *argv, "--image", "other/image:1")
+    assert code == 2 and err.strip() == "reranker: --bake IMAGE and --image IMAGE both name the image to run: give one"

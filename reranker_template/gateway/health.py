@@ -18,6 +18,8 @@ from reranker_template.protocol import HealthBody, HealthState
 from reranker_template.serve.status import Phase, VllmStatus
 
 log = logging.getLogger("reranker.gateway")
+# Seconds between probes of vLLM's /health while it is not ready (start-up, or down): see poll_upstream.
+NOT_READY_INTERVAL = 0.1
 
 
 @dataclass
@@ -88,7 +90,8 @@ async def poll_upstream(
     timeout: float = 5.0,
 ) -> None:
     """Forever: probe vLLM's /health and update `state`. A busy vLLM may answer slowly, so one timeout
-    while ready is not enough to call it down; a refused connection is."""
+    while ready is not enough to call it down; a refused connection is. Until vLLM answers, ask every
+    NOT_READY_INTERVAL: a refused connection costs nothing, and readiness is seen at most that late."""
     slow = 0
     while True:
         problem = await probe(session, url, timeout)
@@ -100,4 +103,4 @@ async def poll_upstream(
         else:
             slow = 0
             state.mark_down(problem)
-        await asyncio.sleep(interval if state.ready else interval / 2)
+        await asyncio.sleep(interval if state.ready else min(interval, NOT_READY_INTERVAL))

@@ -42,8 +42,12 @@ from reranker_template.serve.provisioning import wait_for_provisioning
 from reranker_template.serve.status import MAX_LOAD_FAILURES, Phase, QualityState, VllmStatus, read_status, write_status
 from reranker_template.settings import Settings, is_true, load_settings
 
-# Starts allowed to fail at loading before the launcher gives up (exits at once, so supervisord FATALs).
+# Seconds vLLM gets to stop on SIGTERM before its process group is killed.
 STOP_GRACE_SECONDS = 15.0
+# Seconds between asks of vLLM's /health while it starts: a refused connection costs nothing, and the
+# known-answer check and the serverless worker's readiness follow this one.
+READY_POLL_SECONDS = 0.1
+# The exit status of a start after the launcher gave up (exits at once, so supervisord FATALs).
 EXIT_GAVE_UP = 3
 # Environment vLLM must not see: VLLM_API_KEY would make vLLM demand a key on loopback (the gateway does auth).
 SCRUBBED_ENV = ("VLLM_API_KEY",)
@@ -225,7 +229,7 @@ class Launcher:
         while self.child.poll() is None and not self.stopping.is_set():
             if health_ok(self.health_url, timeout=2):
                 return True
-            time.sleep(0.5)
+            time.sleep(READY_POLL_SECONDS)
         return False
 
     def after_ready(self) -> None:

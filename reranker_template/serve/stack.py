@@ -34,7 +34,13 @@ from reranker_template.serve.processes import STACK_ID_VAR, kill_stack_processes
 from reranker_template.serve.provisioning import mark_pending
 from reranker_template.serve.sshd import prepare as prepare_sshd
 from reranker_template.serve.status import Phase, VllmStatus, write_status
-from reranker_template.serve.supervisor import VLLM_STOP_WAIT_SECONDS, SupervisorConfig, render, worker_python
+from reranker_template.serve.supervisor import (
+    VLLM_STOP_WAIT_SECONDS,
+    SupervisorConfig,
+    render,
+    wake_supervisord,
+    worker_python,
+)
 from reranker_template.settings import Settings, load_settings
 
 log = logging.getLogger("reranker.stack")
@@ -191,6 +197,7 @@ class StackRunner:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_signal)
         self.supervisord_pid = os.spawnve(os.P_NOWAIT, argv[0], argv, self.child_env())
+        wake_supervisord(self.spec.paths.supervisor_socket)
         code = self.wait_for_supervisord()
         killed = kill_stack_processes(self.stack_id)
         if killed:

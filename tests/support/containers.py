@@ -9,6 +9,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import pytest
+
 from support.lint_tools import REPO
 
 IMAGE_SCRIPT = REPO / "scripts" / "image.py"
@@ -33,6 +35,14 @@ def find_engine() -> Engine | str:
         return shown.stderr.strip() or f"scripts/image.py engine exited with {shown.returncode}"
     data = json.loads(shown.stdout)
     return Engine(data["name"], tuple(data["command"]), tuple(data["run_flags"]))
+
+
+def engine_or_skip() -> Engine:
+    """For an engine fixture: the engine, or the test skipped with scripts/image.py's reason."""
+    found = find_engine()
+    if isinstance(found, str):
+        pytest.skip(f"no container engine: {found}")
+    return found
 
 
 @dataclass
