@@ -22,6 +22,8 @@ import pytest
 import requests
 from support.stack_runner import RunningStack
 
+from reranker_template.client.http import body_message
+
 pytestmark = pytest.mark.vllm
 
 MIB = 1024 * 1024
@@ -89,7 +91,7 @@ def raw_exchange(stack: RunningStack, data: bytes, timeout: float = 20) -> tuple
 def assert_json_error(status: int, headers: dict[str, str], body: bytes) -> str:
     assert 400 <= status < 500, (status, body[:300])
     assert headers.get("content-type", "").startswith("application/json"), (headers, body[:300])
-    return str(json.loads(body)["error"]["message"])
+    return str(body_message(json.loads(body)))
 
 
 # --- JSON bodies through the gateway to vLLM -------------------------------------------------------------

@@ -25,6 +25,7 @@ import requests
 from support.gateway_upstream import start_gateway
 from support.stack_runner import RERANKER, RunningStack, minilm_dir, processes_with_env, stack_env
 
+from reranker_template.client.http import body_message
 from reranker_template.gateway import auth
 
 # Every test starts something: `reranker plan`, a gateway process, or uses the shared vLLM stack.
@@ -325,7 +326,7 @@ def test_try_it_form_cannot_be_driven_cross_site(minilm_stack: RunningStack) -> 
                 timeout=30,
             )
             assert refused.status_code == 403, (headers, content_type, refused.text[:200])
-            assert "cross-site" in refused.json()["error"]["message"]
+            assert "cross-site" in str(body_message(refused.json()))
     # Basic auth is remembered by browsers too: the same rule applies to it.
     basic = requests.post(
         url + "/v1/rerank",

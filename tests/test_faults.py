@@ -22,6 +22,8 @@ import pytest
 import requests
 from support.stack_runner import RunningStack, minilm_dir, processes_with_env, start_stack
 
+from reranker_template.client.http import body_message
+
 pytestmark = pytest.mark.vllm
 
 WATCHDOG_TIMEOUT = 6  # seconds without a /health answer before the launcher kills vLLM
@@ -110,7 +112,7 @@ def assert_clear_answer(response: requests.Response) -> None:
     assert response.headers["Content-Type"].startswith("application/json")
     assert int(response.headers["Retry-After"]) > 0
     body = response.json()
-    assert body["error"]["code"] == 503 and body["error"]["message"], body
+    assert body_message(body) and body["status"] in ("loading", "down", "failed"), body
 
 
 def stack_process_count(stack: RunningStack) -> int:

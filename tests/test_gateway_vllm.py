@@ -14,6 +14,8 @@ import pytest
 import requests
 from support.stack_runner import RunningStack
 
+from reranker_template.client.http import body_message
+
 pytestmark = pytest.mark.vllm
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
@@ -116,7 +118,7 @@ def test_bad_requests_get_4xx_json_from_the_real_stack(minilm_stack: RunningStac
         timeout=60,
         headers={**headers, "Content-Type": "application/json"},
     )
-    assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+    assert response.status_code == 400 and "JSON" in str(body_message(response.json()))
 
 
 def test_health_names_the_served_model(minilm_stack: RunningStack) -> None:

@@ -25,7 +25,7 @@ import requests
 from support.stack_runner import RunningStack
 
 from reranker_template.client.bench import Tally, Target, Workload, run_round
-from reranker_template.client.http import RerankerClient
+from reranker_template.client.http import RerankerClient, body_message
 
 pytestmark = pytest.mark.vllm
 
@@ -51,7 +51,7 @@ class Statuses:
         problem = None
         if response.status_code == 503:
             try:
-                message = response.json()["error"]["message"]
+                message = body_message(response.json())
                 retry_after = int(response.headers["Retry-After"])
             except (ValueError, KeyError, TypeError):
                 message, retry_after = "", 0

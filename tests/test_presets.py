@@ -416,11 +416,30 @@ def test_template_models_get_query_and_document_budgets_that_fit(models: dict[st
     assert longer["max_tokens_per_doc"] == 8192 - 2048 - 256 - 500  # a request's own instruction is counted
 
 
-@pytest.mark.parametrize("field", ["truncate_prompt_tokens", "max_tokens_per_query", "max_tokens_per_doc"])
-def test_a_request_that_chooses_its_own_truncation_is_left_alone(field: str) -> None:
-    policy = TruncationPolicy(TruncationMode.SPLIT, 8192)
-    body = {"query": "q", "documents": ["d"], field: 100}
-    assert apply_default_truncation("/v2/rerank", body, policy) is body
+@pytest.mark.parametrize("mode", [TruncationMode.PAIR, TruncationMode.SPLIT])
+def test_a_request_that_chooses_truncate_prompt_tokens_is_left_alone(mode: TruncationMode) -> None:
+    body = {"query": "q", "documents": ["d"], "truncate_prompt_tokens": 100}
+    assert apply_default_truncation("/v2/rerank", body, TruncationPolicy(mode, 8192)) is body
+
+
+def test_a_cohere_max_tokens_per_doc_narrows_the_budget_but_never_widens_it_past_the_model() -> None:
+    """Cohere v2 clients send max_tokens_per_doc (default 4096): a long document is cut, never refused."""
+    cohere = {"query": "q", "documents": ["d"], "max_tokens_per_doc": 4096}
+    # A 512-token cross-encoder: vLLM refuses a per-document budget of the model's length or more, and
+    # cutting the pair to the model cuts the document further anyway.
+    pair = apply_default_truncation("/v2/rerank", cohere, TruncationPolicy(TruncationMode.PAIR, 512))
+    assert pair == {"query": "q", "documents": ["d"], "truncate_prompt_tokens": -1}
+    small = {**cohere, "max_tokens_per_doc": 100}  # a budget the model can hold is kept
+    assert apply_default_truncation("/v2/rerank", small, TruncationPolicy(TruncationMode.PAIR, 512)) == {
+        **small,
+        "truncate_prompt_tokens": -1,
+    }
+    # A template model with 8192 tokens: the document budget is 5888, so the client's 4096 stands ...
+    split = apply_default_truncation("/v2/rerank", cohere, TruncationPolicy(TruncationMode.SPLIT, 8192))
+    assert (split["max_tokens_per_doc"], split["max_tokens_per_query"]) == (4096, 2048)
+    # ... and with a 2048-token context, ours (1280) does.
+    small = apply_default_truncation("/v2/rerank", cohere, TruncationPolicy(TruncationMode.SPLIT, 2048))
+    assert small["max_tokens_per_doc"] == 2048 - 512 - 256
 
 
 def test_a_null_truncation_field_means_the_default_and_is_never_sent_to_vllm() -> None:

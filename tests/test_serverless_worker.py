@@ -133,6 +133,21 @@ def test_a_request_routed_through_vast_ranks_as_the_gateway_does(
     assert request_workload({"query": QUERY, "documents": DOCUMENTS}) in costs
 
 
+def test_each_rerank_api_answers_in_its_shape_through_the_worker_as_through_the_gateway(
+    worker_stack: RunningStack, ready_report: dict[str, Any], console: FakeVast, router: FakeRouter
+) -> None:
+    body = {"query": QUERY, "documents": DOCUMENTS, "return_documents": False}
+    with RerankerClient.for_serverless(ENDPOINT, client_env(console, router)) as client:
+        assert client.route is not None
+        cohere = client.route.request_json("POST", "/v2/rerank", body)
+        jina = client.route.request_json("POST", "/v1/rerank", {**body, "return_documents": True})
+    _, through_gateway = http_post_json(worker_stack.gateway_url + "/v2/rerank", body)
+    assert set(cohere) == set(through_gateway) == {"id", "results", "meta"}
+    assert cohere["results"][0]["index"] == 1 and set(cohere["results"][0]) == {"index", "relevance_score"}
+    assert cohere["meta"]["billed_units"] == through_gateway["meta"]["billed_units"] == {"search_units": 1}
+    assert jina["results"][0]["document"] == {"text": DOCUMENTS[1]}  # no multi_modal: null
+
+
 def test_a_busy_or_failing_worker_is_routed_around(
     worker_stack: RunningStack, ready_report: dict[str, Any], console: FakeVast, router: FakeRouter
 ) -> None:

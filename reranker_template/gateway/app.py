@@ -120,19 +120,20 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         path = request.path
-        status = 500  # what aiohttp answers for an exception that escapes
+        response: web.StreamResponse | None = None
         try:
-            response = await self.dispatch(request, path)
-            status = response.status
+            response = responses.in_route_shape(path, await self.answer(request, path))
             return response
+        finally:  # 500: what aiohttp answers for an exception that escapes
+            self.metrics.observe(path, response.status if response else 500, time.perf_counter() - started)
+
+    async def answer(self, request: web.Request, path: str) -> web.StreamResponse:
+        try:
+            return await self.dispatch(request, path)
         except (web.HTTPRequestEntityTooLarge, BodyTooLarge):
-            status = 413
             return responses.too_large(self.max_body)
         except web.HTTPException as exc:  # one aiohttp raised in our handler: JSON instead of its text
-            status = exc.status
             return responses.from_http_exception(exc)
-        finally:
-            self.metrics.observe(path, status, time.perf_counter() - started)
 
     async def dispatch(self, request: web.Request, path: str) -> web.StreamResponse:
         if path in PUBLIC_PATHS:

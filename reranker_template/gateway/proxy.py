@@ -4,7 +4,8 @@ One aiohttp ClientSession with keep-alive carries every proxied request to vLLM 
 (both ways) are read whole, which is the fast path for rerank/score; large ones are streamed, and a
 streamed request body is cut off at MAX_REQUEST_BYTES. A rerank/score body gets the plan's default
 truncation fields (plan/truncation.py). A pooled connection that vLLM closed just as we reused it is
-retried once. When vLLM cannot answer, `forward` returns an `UpstreamFailure` instead of a response:
+retried once. A rerank answer is put in the shape of the API the client called (rerank_api.py).
+When vLLM cannot answer, `forward` returns an `UpstreamFailure` instead of a response:
 what that means for /health and the client's 503 is the application's decision (app.py).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -20,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
+from reranker_template import rerank_api
 from reranker_template.gateway import auth, responses
 from reranker_template.plan.contract import TruncationPolicy
 from reranker_template.plan.truncation import ROUTES as TRUNCATION_ROUTES
@@ -165,7 +168,7 @@ class Proxy:
         if url is None:
             return responses.bad_request("request target must be a path")
         try:
-            data = await self.request_body(request)
+            data, parsed = await self.request_body(request)
         except ValueError as exc:
             return responses.bad_request(f"request body is not valid JSON: {exc}")
         except RecursionError:  # json.loads of something like '[[[[...' 100,000 levels deep
@@ -177,13 +180,17 @@ class Proxy:
         sent = await self._send(request, url, data)
         if not isinstance(sent, aiohttp.ClientResponse):
             return sent
+        api = rerank_api.api_for(request.path) if request.method == "POST" else None
+        if api is not None and sent.status < 400:
+            return await self._reshaped(sent, rerank_api.RerankAsked.of(api, parsed))
         return await self._relay(request, sent)
 
-    async def request_body(self, request: web.Request) -> RequestBody:
-        """The body to send: None, bytes read whole, or a stream bounded by MAX_REQUEST_BYTES.
-        Raises ValueError/RecursionError for a small JSON body that does not parse."""
+    async def request_body(self, request: web.Request) -> tuple[RequestBody, Any]:
+        """The body to send (None, bytes read whole, or a stream bounded by MAX_REQUEST_BYTES) and, for a
+        rerank/score route, the parsed JSON. Raises ValueError/RecursionError for a small JSON body that
+        does not parse."""
         if not request.body_exists:
-            return None
+            return None, None
         length = request.content_length
         if length is not None and length > self.max_body:
             raise BodyTooLarge()
@@ -193,19 +200,19 @@ class Proxy:
             data = await request.read()
             if length <= JSON_CHECK_LIMIT and "json" in request.headers.get(hdrs.CONTENT_TYPE, ""):
                 json.loads(data)
-            return data
-        return limited(request.content, self.max_body)
+            return data, None
+        return limited(request.content, self.max_body), None
 
-    async def truncated_body(self, request: web.Request) -> bytes:
+    async def truncated_body(self, request: web.Request) -> tuple[bytes, Any]:
         """A rerank/score body with null truncation fields dropped and the default ones added (see
-        plan/truncation.py).
+        plan/truncation.py), and the body as the client sent it, parsed.
 
         Read whole (bounded by MAX_REQUEST_BYTES through client_max_size): the fields go into the JSON.
         """
         data = await request.read()
         body = json.loads(data)
         changed = apply_default_truncation(request.path, body, self.truncation)
-        return data if changed is body else json.dumps(changed).encode()
+        return (data if changed is body else json.dumps(changed).encode()), body
 
     async def _send(
         self, request: web.Request, url: URL, data: RequestBody
@@ -237,6 +244,25 @@ class Proxy:
                     continue
                 return UpstreamFailure.of(exc, down=False)
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _reshaped(
+        self, upstream: aiohttp.ClientResponse, asked: rerank_api.RerankAsked
+    ) -> web.StreamResponse | UpstreamFailure:
+        """vLLM's rerank answer in the shape of the API the client called (rerank_api.py), read whole
+        whatever its size: the shape is a change to its JSON."""
+        try:
+            raw = await upstream.read()
+        except RELAY_ERRORS as exc:
+            return UpstreamFailure.of(exc, down=False)
+        finally:
+            upstream.release()
+        headers = forward_response_headers(upstream.headers)
+        try:
+            body = json.loads(raw)
+        except ValueError:  # not JSON (or compressed): passed on as it came
+            return web.Response(status=upstream.status, body=raw, headers=headers)
+        shaped = json.dumps(rerank_api.shape_answer(asked, body)).encode()
+        return web.Response(status=upstream.status, body=shaped, headers=headers)
 
     async def _relay(
         self, request: web.Request, upstream: aiohttp.ClientResponse

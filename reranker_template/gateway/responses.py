@@ -2,7 +2,8 @@
 
 Every error, ours or aiohttp's, is `{"error": {"message", "type", "code"}}`: the shape vLLM uses, so a
 client parses ours and vLLM's the same way. A 503 adds the health `status` (loading, down, failed) and a
-Retry-After header, so a client knows whether and when to come back.
+Retry-After header, so a client knows whether and when to come back. On a rerank route the body is then
+put in that API's error shape (`in_route_shape`, rerank_api.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from reranker_template import rerank_api
 from reranker_template.protocol import RETRY_AFTER_SECONDS, HealthBody, HealthState
 
 
@@ -86,3 +88,22 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
     text = exc.text or ""
     message = exc.reason if text in ("", f"{exc.status}: {exc.reason}") else text
     return json_error(exc.status, message, ErrorType.BAD_REQUEST if exc.status < 500 else ErrorType.SERVER)
+
+
+def in_route_shape(path: str, response: web.StreamResponse) -> web.StreamResponse:
+    """An error answer on a rerank route in that API's error shape (rerank_api.py): Jina's `detail`,
+    Cohere's `message`. Ours and vLLM's alike; the status and headers are kept."""
+    api = rerank_api.api_for(path)
+    if api is None or response.status < 400 or not isinstance(response, web.Response):
+        return response
+    if not isinstance(response.body, bytes) or "json" not in (response.content_type or ""):
+        return response
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return response
+    shaped = rerank_api.shape_error(api, body)
+    if shaped is body:
+        return response
+    response.body = json.dumps(shaped).encode()
+    return response

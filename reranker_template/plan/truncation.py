@@ -11,7 +11,10 @@ and it has no server-side default. So the gateway adds truncation fields to requ
   cut *before* the prompt is composed: `max_tokens_per_query` = a quarter of --max-model-len,
   `max_tokens_per_doc` = the rest less room for the template and its instruction.
 
-A request that sets any of these fields chooses its own truncation; TRUNCATE=false turns the default off.
+A request's own `max_tokens_per_doc` / `max_tokens_per_query` (Cohere v2 clients send 4096) narrows these
+budgets but never widens them past the model's limit (for "pair" models, one the model cannot hold is
+dropped): as Cohere defines it, a long document is cut, never refused. A request that sets
+`truncate_prompt_tokens` chooses its own truncation; TRUNCATE=false turns the default off.
 The policy is decided once, at plan time (`decide_truncation`, stored in the `Plan`); the gateway and
 offline scoring apply it to each request body (`apply_default_truncation`, pure).
 """
@@ -84,14 +87,41 @@ def apply_default_truncation(path: str, body: Any, truncation: TruncationPolicy 
     nulls = [name for name in REQUEST_FIELDS if name in body and body[name] is None]
     if nulls:
         body = {key: value for key, value in body.items() if key not in nulls}
-    if truncation is None or any(name in body for name in REQUEST_FIELDS):
+    if truncation is None or "truncate_prompt_tokens" in body:
         return body
     if truncation.mode is TruncationMode.PAIR:
-        return {**body, "truncate_prompt_tokens": -1}
+        return {**_within_model(body, truncation.max_model_len), "truncate_prompt_tokens": -1}
     max_len = truncation.max_model_len or 0
     query_budget = max_len // 4
     reserve = TEMPLATE_RESERVE + max(truncation.instruction_chars, len(_request_instruction(body)))
     doc_budget = max_len - query_budget - reserve
     if query_budget <= 0 or doc_budget <= 0:
         return body  # a context this small leaves no room: let vLLM answer as it would
-    return {**body, "max_tokens_per_query": query_budget, "max_tokens_per_doc": doc_budget}
+    return {
+        **body,
+        "max_tokens_per_query": _narrower(body.get("max_tokens_per_query"), query_budget),
+        "max_tokens_per_doc": _narrower(body.get("max_tokens_per_doc"), doc_budget),
+    }
+
+
+def _within_model(body: dict[str, Any], max_model_len: int | None) -> dict[str, Any]:
+    """`body` without a per-text budget the model cannot hold: vLLM refuses `max_tokens_per_doc` (or
+    `_query`) of `--max-model-len` or more with a 400, while cutting the pair to the model already cuts
+    the text further."""
+    if max_model_len is None:
+        return body
+    too_big = [
+        name for name in ("max_tokens_per_doc", "max_tokens_per_query") if _at_least(body.get(name), max_model_len)
+    ]
+    return {key: value for key, value in body.items() if key not in too_big} if too_big else body
+
+
+def _at_least(value: Any, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= limit
+
+
+def _narrower(asked: Any, budget: int) -> Any:
+    """The client's budget where it is a smaller positive number than ours, else ours."""
+    if isinstance(asked, int) and not isinstance(asked, bool) and 0 < asked < budget:
+        return asked
+    return budget

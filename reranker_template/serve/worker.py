@@ -7,7 +7,8 @@ configures the SDK's `Worker` for a reranker:
 
 - Routes: /v1/rerank (Jina/Cohere v1), /v2/rerank (Cohere v2), /rerank, /v1/score, /score; forwarded
   to vLLM on loopback with the same default truncation as the gateway (`plan/truncation.py`), so a
-  request answers the same through either; parallel requests on (the SDK's default is one at a time).
+  request answers the same through either, in the same shape (`rerank_api.py`: Jina's, Cohere v2's);
+  parallel requests on (the SDK's default is one at a time).
 - Workload: `workload.request_workload` (about tokens), the same measure every client sends as cost.
 - Capacity: the SDK benchmarks /v1/rerank with BENCHMARK_CONCURRENCY requests of one query and
   BENCHMARK_DOCUMENTS documents of ~128 tokens, the load a search system sends.
@@ -25,6 +26,7 @@ own bootstrap script would.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Mapping
@@ -33,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from reranker_template import rerank_api
 from reranker_template.errors import ConfigError, Failure, UserError
 from reranker_template.plan.contract import TruncationPolicy
 from reranker_template.plan.truncation import apply_default_truncation
@@ -184,6 +187,26 @@ class StackReadiness:
         return None
 
 
+async def reshaped_answer(route: str, client_request: Any, model_response: Any) -> Any:
+    """vLLM's answer in the shape of the rerank API the client called (rerank_api.py), as the gateway
+    gives it; other routes, and answers that are not JSON, as vLLM gave them."""
+    from aiohttp import web
+
+    api = rerank_api.api_for(route)
+    raw = await model_response.read()
+    try:
+        body = json.loads(raw)
+        envelope = await client_request.json()  # the SDK has read it already: aiohttp keeps the body
+    except ValueError:
+        return web.Response(status=model_response.status, body=raw, content_type=model_response.content_type)
+    if api is not None and model_response.status < 400:
+        payload = envelope.get("payload") if isinstance(envelope, dict) else None
+        body = rerank_api.shape_answer(rerank_api.RerankAsked.of(api, payload), body)
+    elif api is not None:
+        body = rerank_api.shape_error(api, body)
+    return web.json_response(body, status=model_response.status)
+
+
 def worker_config(
     model: str, vllm_port: int, truncation: TruncationPolicy | None, status_file: Path, seed: int = 0
 ) -> Any:
@@ -198,6 +221,7 @@ def worker_config(
             allow_parallel_requests=True,
             max_queue_time=MAX_QUEUE_SECONDS,
             request_parser=lambda payload: apply_default_truncation(route, payload, truncation),
+            response_generator=lambda request, response: reshaped_answer(route, request, response),
             workload_calculator=request_workload,
             benchmark_config=BenchmarkConfig(
                 generator=lambda: benchmark_request(model, rng),
