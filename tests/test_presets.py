@@ -442,13 +442,25 @@ def test_a_cohere_max_tokens_per_doc_narrows_the_budget_but_never_widens_it_past
     assert small["max_tokens_per_doc"] == 2048 - 512 - 256
 
 
+def test_v2_rerank_without_max_tokens_per_doc_gets_cohere_v2s_default_4096() -> None:
+    bare = {"query": "q", "documents": ["d"]}
+    long_pair = apply_default_truncation("/v2/rerank", bare, TruncationPolicy(TruncationMode.PAIR, 8192))
+    assert long_pair == {**bare, "max_tokens_per_doc": 4096, "truncate_prompt_tokens": -1}
+    short_pair = apply_default_truncation("/v2/rerank", bare, TruncationPolicy(TruncationMode.PAIR, 512))
+    assert short_pair == {**bare, "truncate_prompt_tokens": -1}  # the model's limit is the smaller one
+    split = apply_default_truncation("/v2/rerank", bare, TruncationPolicy(TruncationMode.SPLIT, 8192))
+    assert split["max_tokens_per_doc"] == 4096
+    jina = apply_default_truncation("/v1/rerank", bare, TruncationPolicy(TruncationMode.PAIR, 8192))
+    assert "max_tokens_per_doc" not in jina  # Jina's API has no such default
+
+
 def test_a_null_truncation_field_means_the_default_and_is_never_sent_to_vllm() -> None:
     """LangChain's CohereRerank sends "max_tokens_per_doc": null, which vLLM's integer field refuses (400)."""
     langchain = {"query": "q", "documents": ["d"], "max_tokens_per_doc": None, "top_n": 3}
     pair = apply_default_truncation("/v2/rerank", langchain, TruncationPolicy(TruncationMode.PAIR, 512))
     assert pair == {"query": "q", "documents": ["d"], "top_n": 3, "truncate_prompt_tokens": -1}
     split = apply_default_truncation("/v2/rerank", langchain, TruncationPolicy(TruncationMode.SPLIT, 8192))
-    assert split["max_tokens_per_doc"] == 8192 - 2048 - 256
+    assert split["max_tokens_per_doc"] == 4096  # Cohere v2's default (below our budget of 8192 - 2048 - 256)
     assert apply_default_truncation("/v2/rerank", langchain, None) == {"query": "q", "documents": ["d"], "top_n": 3}
     assert langchain["max_tokens_per_doc"] is None  # the caller's dict is not changed
 

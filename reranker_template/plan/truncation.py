@@ -13,7 +13,8 @@ and it has no server-side default. So the gateway adds truncation fields to requ
 
 A request's own `max_tokens_per_doc` / `max_tokens_per_query` (Cohere v2 clients send 4096) narrows these
 budgets but never widens them past the model's limit (for "pair" models, one the model cannot hold is
-dropped): as Cohere defines it, a long document is cut, never refused. A request that sets
+dropped): as Cohere defines it, a long document is cut, never refused. On /v2/rerank a request without one
+gets Cohere v2's default, 4096 tokens per document. A request that sets
 `truncate_prompt_tokens` chooses its own truncation; TRUNCATE=false turns the default off.
 The policy is decided once, at plan time (`decide_truncation`, stored in the `Plan`); the gateway and
 offline scoring apply it to each request body (`apply_default_truncation`, pure).
@@ -31,6 +32,8 @@ REQUEST_FIELDS = ("truncate_prompt_tokens", "max_tokens_per_query", "max_tokens_
 # Tokens kept free for a score template's own text (Qwen3-Reranker's system prompt and scaffolding are
 # about 60 tokens, mxbai-rerank-v2's about 90); the instruction is counted on top, one token per character.
 TEMPLATE_RESERVE = 256
+# Cohere v2's default `max_tokens_per_doc`: what a /v2/rerank request that sends none gets, as from Cohere.
+COHERE_V2_DOC_TOKENS = 4096
 
 
 def decide_truncation(
@@ -89,6 +92,8 @@ def apply_default_truncation(path: str, body: Any, truncation: TruncationPolicy 
         body = {key: value for key, value in body.items() if key not in nulls}
     if truncation is None or "truncate_prompt_tokens" in body:
         return body
+    if path.rstrip("/") == "/v2/rerank" and "max_tokens_per_doc" not in body:
+        body = {**body, "max_tokens_per_doc": COHERE_V2_DOC_TOKENS}
     if truncation.mode is TruncationMode.PAIR:
         return {**_within_model(body, truncation.max_model_len), "truncate_prompt_tokens": -1}
     max_len = truncation.max_model_len or 0

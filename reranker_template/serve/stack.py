@@ -99,6 +99,7 @@ def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace:
     revision = UserArgs(settings.vllm_args).value("--revision")
     baked = find_baked(settings.model_name, revision, paths.baked_dir)
     if baked is not None:
+        log.info("%s", baked.reason())
         stack_env.update(MODEL_NAME=str(baked.path), SERVED_MODEL_NAME=settings.served_model_name)
         settings = load_settings(stack_env)
         plan = build_plan(settings, stack_env)
