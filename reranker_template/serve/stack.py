@@ -100,20 +100,20 @@ def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace:
     baked = find_baked(settings.model_name, revision, paths.baked_dir)
     if baked is not None:
         log.info("%s", baked.reason())
-        stack_env.update(MODEL_NAME=str(baked.path), SERVED_MODEL_NAME=settings.served_model_name)
-        settings = load_settings(stack_env)
-        plan = build_plan(settings, stack_env)
-        plan = replace(plan, reasons=(baked.reason(), *plan.reasons))
-        return StackSpec(settings=settings, paths=paths, plan=plan, env=stack_env)
+        return _serving_directory(settings, paths, stack_env, baked.path, baked.reason())
     if not settings.model_bundled:
         return StackSpec(settings=settings, paths=paths, plan=build_plan(settings, stack_env), env=stack_env)
     bundled = ensure_built(paths.models_dir)
     log.info("%s", bundled.log_line())
-    stack_env.update(MODEL_NAME=str(bundled.path), SERVED_MODEL_NAME=settings.served_model_name)
-    settings = load_settings(stack_env)
-    plan = build_plan(settings, stack_env)
-    plan = replace(plan, reasons=(bundled.reason(), *plan.reasons))
-    return StackSpec(settings=settings, paths=paths, plan=plan, env=stack_env)
+    return _serving_directory(settings, paths, stack_env, bundled.path, bundled.reason())
+
+
+def _serving_directory(settings: Settings, paths: Paths, env: dict[str, str], directory: Path, why: str) -> StackSpec:
+    """The spec for serving the model from `directory` (bundled or baked) under the name clients know."""
+    env.update(MODEL_NAME=str(directory), SERVED_MODEL_NAME=settings.served_model_name)
+    settings = load_settings(env)
+    plan = build_plan(settings, env)
+    return StackSpec(settings=settings, paths=paths, plan=replace(plan, reasons=(why, *plan.reasons)), env=env)
 
 
 def write_runtime_files(spec: StackSpec) -> Path:
