@@ -147,5 +147,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     bake.add_argument("model", metavar="MODEL", help="a Hugging Face id, e.g. BAAI/bge-reranker-v2-m3")
     bake.add_argument("--revision", help="a branch, tag or commit (default: the default branch)")
-    bake.add_argument("--into", type=Path, metavar="DIR", help="the directory to bake into (default: /opt/reranker-models)")
+    bake.add_argument(
+        "--into", type=Path, metavar="DIR", help="the directory to bake into (default: /opt/reranker-models)"
+    )
     bake.set_defaults(func=cmd_bake)
