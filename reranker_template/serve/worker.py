@@ -187,22 +187,21 @@ class StackReadiness:
         return None
 
 
-async def reshaped_answer(route: str, client_request: Any, model_response: Any) -> Any:
-    """vLLM's answer in the shape of the rerank API the client called (rerank_api.py), as the gateway
-    gives it; other routes, and answers that are not JSON, as vLLM gave them."""
+async def reshaped_answer(api: rerank_api.RerankApi, client_request: Any, model_response: Any) -> Any:
+    """vLLM's answer to a rerank route in the shape of the API the client called (rerank_api.py), as the
+    gateway gives it; an answer that is not JSON as vLLM gave it."""
     from aiohttp import web
 
-    api = rerank_api.api_for(route)
     raw = await model_response.read()
     try:
         body = json.loads(raw)
         envelope = await client_request.json()  # the SDK has read it already: aiohttp keeps the body
     except ValueError:
         return web.Response(status=model_response.status, body=raw, content_type=model_response.content_type)
-    if api is not None and model_response.status < 400:
+    if model_response.status < 400:
         payload = envelope.get("payload") if isinstance(envelope, dict) else None
         body = rerank_api.shape_answer(rerank_api.RerankAsked.of(api, payload), body)
-    elif api is not None:
+    else:
         body = rerank_api.shape_error(api, body)
     return web.json_response(body, status=model_response.status)
 
@@ -216,12 +215,13 @@ def worker_config(
     rng = random.Random(seed)
 
     def handler(route: str, benchmark: bool) -> Any:
+        api = rerank_api.api_for(route)  # score routes keep vLLM's shape: the SDK passes them through
         return HandlerConfig(
             route=route,
             allow_parallel_requests=True,
             max_queue_time=MAX_QUEUE_SECONDS,
             request_parser=lambda payload: apply_default_truncation(route, payload, truncation),
-            response_generator=lambda request, response: reshaped_answer(route, request, response),
+            response_generator=(lambda request, response: reshaped_answer(api, request, response)) if api else None,
             workload_calculator=request_workload,
             benchmark_config=BenchmarkConfig(
                 generator=lambda: benchmark_request(model, rng),
