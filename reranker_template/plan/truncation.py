@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reranker_template.plan.contract import TruncationMode, TruncationPolicy
+from reranker_template.rerank_api import RerankApi, api_for
 
 ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score"})
 REQUEST_FIELDS = ("truncate_prompt_tokens", "max_tokens_per_query", "max_tokens_per_doc")
@@ -92,7 +93,7 @@ def apply_default_truncation(path: str, body: Any, truncation: TruncationPolicy 
         body = {key: value for key, value in body.items() if key not in nulls}
     if truncation is None or "truncate_prompt_tokens" in body:
         return body
-    if path.rstrip("/") == "/v2/rerank" and "max_tokens_per_doc" not in body:
+    if api_for(path) is RerankApi.COHERE_V2 and "max_tokens_per_doc" not in body:
         body = {**body, "max_tokens_per_doc": COHERE_V2_DOC_TOKENS}
     if truncation.mode is TruncationMode.PAIR:
         return {**_within_model(body, truncation.max_model_len), "truncate_prompt_tokens": -1}
@@ -116,17 +117,19 @@ def _within_model(body: dict[str, Any], max_model_len: int | None) -> dict[str, 
     if max_model_len is None:
         return body
     too_big = [
-        name for name in ("max_tokens_per_doc", "max_tokens_per_query") if _at_least(body.get(name), max_model_len)
+        name
+        for name in ("max_tokens_per_doc", "max_tokens_per_query")
+        if (tokens := _token_count(body.get(name))) is not None and tokens >= max_model_len
     ]
     return {key: value for key, value in body.items() if key not in too_big} if too_big else body
 
 
-def _at_least(value: Any, limit: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= limit
+def _token_count(value: Any) -> int | None:
+    """A request's token budget as a number (JSON's true/false are not one), or None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _narrower(asked: Any, budget: int) -> Any:
     """The client's budget where it is a smaller positive number than ours, else ours."""
-    if isinstance(asked, int) and not isinstance(asked, bool) and 0 < asked < budget:
-        return asked
-    return budget
+    tokens = _token_count(asked)
+    return tokens if tokens is not None and 0 < tokens < budget else budget
