@@ -17,6 +17,7 @@ from support.gateway_upstream import FakeUpstream, GatewayProcess, start_gateway
 from reranker_template.errors import ConfigError
 from reranker_template.gateway import landing, tls
 from reranker_template.plan.contract import Plan, write_plan
+from reranker_template.protocol import HealthBody, HealthState
 from reranker_template.settings import load_settings
 
 TOKEN = "landing-token"
@@ -136,3 +137,27 @@ def test_tls_choice(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TLS_CERT_FILE"):
         tls.choose_tls_files(missing, state, vast_cert, vast_key)
     assert len(tls.fingerprint(vast_cert).split(":")) == 32
+
+
+def test_a_non_commercial_licence_is_said_at_the_top_of_the_page() -> None:
+    """Whoever opens the page of a CC-BY-NC model learns it before the examples; other licences sit in the plan."""
+
+    def page(**plan: object) -> str:
+        facts = landing.PageFacts(
+            base_url="http://203.0.113.9:41234",
+            token=TOKEN,
+            model="zerank-2",
+            health=HealthBody(HealthState.READY, "zerank-2"),
+            plan=Plan.from_json({**PLAN_JSON, "model": "zeroentropy/zerank-2", **plan}),
+            ssh_command="ssh -p 40022 root@203.0.113.9",
+            vllm_port=18000,
+        )
+        return landing.render_landing(facts)
+
+    html = page(license="CC-BY-NC-4.0", non_commercial=True)
+    banner = html.index('id="licence"')
+    assert "Non-commercial use only" in html and banner < html.index('id="try"')
+    assert "<dt>License</dt><dd>CC-BY-NC-4.0: non-commercial use only</dd>" in html
+    apache = page(license="Apache-2.0", non_commercial=False)
+    assert 'id="licence"' not in apache and "<dt>License</dt><dd>Apache-2.0</dd>" in apache
+    assert 'id="licence"' not in page()  # no preset, no licence known: nothing claimed

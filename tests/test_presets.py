@@ -247,8 +247,75 @@ FAMILIES = [
         {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 32768},
         {"model_max_length": 32768},
         None,
-        "mxbai-rerank-v2",
-        {"--runner": "pooling", "--chat-template": template_path("mxbai_rerank_v2.jinja"), "--max-model-len": "8192"},
+        "mxbai-rerank-base-v2",
+        {
+            "--runner": "pooling",
+            "--chat-template": template_path("mxbai_rerank_v2.jinja"),
+            "--max-model-len": "8192",
+            "--pooler-config": '{"logit_mean":4.5}',  # mixedbread's sigmoid(x - 9 / 2) for base
+        },
+    ),
+    (
+        "mxbai-rerank-large-v2",
+        {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 32768},
+        {"model_max_length": 32768},
+        None,
+        "mxbai-rerank-large-v2",
+        {"--pooler-config": '{"logit_mean":6.0}'},  # sigmoid(x - 12 / 2) for large
+    ),
+    (
+        "zerank-2",
+        {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960},
+        {"model_max_length": 32768},
+        None,
+        "zerank-2",
+        {
+            "--runner": "pooling",
+            "--chat-template": template_path("zerank.jinja"),
+            "--pooler-config": '{"logit_sigma":5.0}',  # sigmoid(logit / 5), as the model card scores
+            "--enable-prefix-caching": None,  # the query is the system turn: it repeats across documents
+        },
+    ),
+    (
+        "ctxl-rerank-v2-instruct-multilingual-2b",
+        {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960},
+        {"model_max_length": 32768},
+        None,
+        "ctxl-rerank-v2",
+        {
+            "--convert": "classify",
+            "--chat-template": template_path("ctxl_rerank_v2.jinja"),
+            "--pooler-config": '{"use_activation":false}',  # the raw logit, as Contextual AI scores
+        },
+    ),
+    (
+        "llama-nemotron-rerank-1b-v2",
+        {
+            "architectures": ["LlamaBidirectionalForSequenceClassification"],
+            "model_type": "llama_bidirec",
+            "max_position_embeddings": 131072,
+        },
+        {"model_max_length": 8192},
+        None,
+        "llama-nemotron-rerank",
+        {
+            "--trust-remote-code": None,  # its config class (llama_bidirec) is the model's own code
+            "--chat-template": template_path("nemotron_rerank.jinja"),
+            "--max-model-len": "8192",
+            "--optimization-level": "0",  # bidirectional: encoder-only on this CPU
+        },
+    ),
+    (
+        "gte-reranker-modernbert-base",
+        {
+            "architectures": ["ModernBertForSequenceClassification"],
+            "model_type": "modernbert",
+            "max_position_embeddings": 8192,
+        },
+        {"model_max_length": 8192},
+        None,
+        "gte-reranker-modernbert",
+        {"--max-model-len": "8192", "--max-num-batched-tokens": "8192"},
     ),
     (
         "bge-reranker-v2-gemma",
@@ -322,7 +389,20 @@ def test_family_flags_from_a_local_directory(
     assert hf == HF_OVERRIDES.get(preset, {})  # the others vLLM detects itself
 
 
+MXBAI = {
+    "architectures": ["Qwen2ForSequenceClassification"],
+    "classifier_from_token": ["0", "1"],
+    "method": "from_2_way_softmax",
+}
 HF_OVERRIDES = {
+    "mxbai-rerank-base-v2": MXBAI,
+    "mxbai-rerank-large-v2": MXBAI,
+    "zerank-2": {
+        "architectures": ["Qwen3ForSequenceClassification"],
+        "classifier_from_token": ["Yes"],
+        "method": "no_post_processing",
+    },
+    "ctxl-rerank-v2": {"classifier_from_token": ["!"], "method": "no_post_processing"},
     "mxbai-rerank-v2": {
         "architectures": ["Qwen2ForSequenceClassification"],
         "classifier_from_token": ["0", "1"],
@@ -490,3 +570,60 @@ def test_a_user_chat_template_switches_to_budgets(models: dict[str, ModelInfo]) 
     plan = plan_on(None, models["bge"], VLLM_ARGS="--chat-template /x.jinja")
     assert plan.score_template is True
     assert plan.truncation == TruncationPolicy(TruncationMode.SPLIT, 8192)
+
+
+# --- families not served, and licences -----------------------------------------------------------------------
+
+REFUSED = [
+    # (directory name, config.json, what the refusal must offer instead)
+    (
+        "jina-reranker-v3",
+        {"architectures": ["JinaForRanking"], "model_type": "qwen3", "max_position_embeddings": 131072},
+        "jinaai/jina-reranker-m0",
+    ),
+    (
+        "Qwen3-VL-Reranker-2B",
+        {"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl"},
+        "Qwen/Qwen3-Reranker-0.6B",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "config", "alternative"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_unverified_families_are_refused_in_one_line_with_what_to_use_instead(
+    box: Box, name: str, config: dict[str, Any], alternative: str
+) -> None:
+    model = write_model(box.tmp, name, config, {"model_max_length": 8192})
+    box.env(MODEL_NAME=model.name)
+    line = box.plan_error()  # exit 2, one line on stderr, no traceback
+    assert "is not served" in line and alternative in line and "RERANKER_PRESET=none" in line
+    forced = plan_on(None, model, RERANKER_PRESET="none")  # the way out the message names: no family flags
+    assert forced.preset is None
+
+
+def test_a_non_commercial_licence_is_stated_by_reranker_plan(box: Box) -> None:
+    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960}
+    model = write_model(box.tmp, "zerank-2", config, {"model_max_length": 32768})
+    box.env(MODEL_NAME=model.name)
+    data = box.plan()
+    assert data["license"] == "CC-BY-NC-4.0" and data["non_commercial"] is True
+    assert any(r.startswith("license: ") and "non-commercial use only" in r for r in data["reasons"])
+    assert cli.main(["plan"]) == 0
+    out = box.capsys.readouterr().out
+    assert "license      CC-BY-NC-4.0  NON-COMMERCIAL USE ONLY" in out
+
+
+def test_an_apache_family_says_its_licence_without_a_warning(tmp_path: Path) -> None:
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 32768}
+    plan = plan_on(None, write_model(tmp_path, "mxbai-rerank-large-v2", config))
+    assert plan.license == "Apache-2.0" and not plan.non_commercial
+
+
+def test_a_dotted_pooler_config_key_in_vllm_args_takes_the_whole_option(tmp_path: Path) -> None:
+    """vLLM rebuilds --pooler-config from dotted keys and the rebuilt one replaces ours: the plan says so."""
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "max_position_embeddings": 32768}
+    plan = plan_on(
+        None, write_model(tmp_path, "mxbai-rerank-base-v2", config), VLLM_ARGS="--pooler-config.logit_mean 3"
+    )
+    assert plan.vllm_command.count("--pooler-config") == 0 and "--pooler-config.logit_mean" in plan.vllm_command
+    assert any(r.startswith("--pooler-config: VLLM_ARGS sets it") and "logit_mean" in r for r in plan.reasons)

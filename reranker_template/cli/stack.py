@@ -41,6 +41,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     print(f"model        {plan.model}  (served as {plan.served_model_name!r}; metadata: {plan.model_source})")
     print(f"preset       {plan.preset or 'none'}")
+    if plan.license:
+        note = "  NON-COMMERCIAL USE ONLY (model card)" if plan.non_commercial else ""
+        print(f"license      {plan.license}{note}")
     gpus = f"{plan.gpu_count} GPU(s)"
     if plan.gpus_used != plan.gpu_count:
         gpus = f"{plan.gpus_used} of {gpus}"

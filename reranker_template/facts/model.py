@@ -37,6 +37,7 @@ ENCODER_MODEL_TYPES = frozenset(
         "nomic_bert",
         "camembert",
         "mpnet",
+        "llama_bidirec",  # nvidia llama-nemotron-rerank / -embed: Llama layers with bidirectional attention
     }
 )
 _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1}
@@ -133,7 +134,10 @@ class ModelInfo:
 
     @property
     def is_encoder_only(self) -> bool:
-        return (self.model_type or "") in ENCODER_MODEL_TYPES
+        """Encoder-only attention: a known encoder model type, or a *Bidirectional* architecture (vLLM runs
+        LlamaBidirectional* with encoder-only attention whatever the model type says)."""
+        bidirectional = any("Bidirectional" in arch for arch in self.architectures)
+        return (self.model_type or "") in ENCODER_MODEL_TYPES or bidirectional
 
     @property
     def checkpoint_dtype(self) -> str | None:

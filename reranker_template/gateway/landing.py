@@ -133,6 +133,8 @@ def _plan_html(plan: Plan | None) -> str:
         ("Tensor parallel", plan.tensor_parallel_size),
         ("Data parallel", plan.data_parallel_size),
     ]
+    if plan.license:
+        items.insert(3, ("License", plan.license + (": non-commercial use only" if plan.non_commercial else "")))
     facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items)
     command = shlex.join(plan.vllm_command)
     reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in plan.reasons)
@@ -144,6 +146,16 @@ def _plan_html(plan: Plan | None) -> str:
     if reasons:
         parts.append(f"<details><summary>Why these flags</summary><ul>{reasons}</ul></details>")
     return "".join(parts)
+
+
+def _license_html(plan: Plan | None) -> str:
+    """A non-commercial licence is said at the top of the page, where whoever opens it sees it."""
+    if plan is None or not plan.non_commercial:
+        return ""
+    return (
+        f'<p class="licence" id="licence"><b>Non-commercial use only:</b> {html.escape(plan.model)} is licensed '
+        f"{html.escape(plan.license or 'non-commercially')} by its authors (model card).</p>"
+    )
 
 
 def _status_text(health: HealthBody) -> str:
@@ -179,6 +191,7 @@ def render_landing(facts: PageFacts) -> str:
         vllm_port=facts.vllm_port,
         gpus_html=_gpus_html(facts.plan),
         plan_html=_plan_html(facts.plan),
+        license_html=_license_html(facts.plan),
         version=escape(PACKAGE_VERSION),
         vllm_version=escape(VLLM_VERSION),
     )

@@ -157,12 +157,10 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
 
     final = UserArgs(command)
     max_model_len = final.int_value("--max-model-len")
-    score_template = final.has("--chat-template")
-    overrides = final.value("--hf-overrides") or ""
-    yes_no_scoring = "is_original_qwen3_reranker" in overrides or "classifier_from_token" in overrides
-    split = score_template or choice.truncation is TruncationMode.SPLIT
-    instruction_chars = len(settings.rerank_instruction or "")
-    truncation = decide_truncation(settings.truncate, split, max_model_len, instruction_chars)
+    overrides = final.value("--hf-overrides") or ""  # scored by token logits: needs its prompt format
+    yes_no_scoring = any(key in overrides for key in ("is_original_qwen3_reranker", "classifier_from_token"))
+    split = final.has("--chat-template") or choice.truncation is TruncationMode.SPLIT
+    truncation = decide_truncation(settings.truncate, split, max_model_len, len(settings.rerank_instruction or ""))
     reasons = (
         *([model.note] if model.note else []),
         *choice.reasons,
@@ -190,7 +188,9 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         gpus=hardware.gpus,
         model_source=model.source,
         max_model_len=max_model_len,
-        score_template=score_template,
+        score_template=final.has("--chat-template"),
         yes_no_scoring=yes_no_scoring,
         truncation=truncation,
+        license=choice.license.name if choice.license else None,
+        non_commercial=choice.license is not None and choice.license.non_commercial,
     )

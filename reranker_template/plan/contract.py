@@ -64,6 +64,8 @@ class Plan:
     # classifier_from_token): such a model needs its authors' prompt format, i.e. a score template.
     yes_no_scoring: bool = False
     truncation: TruncationPolicy | None = None  # None: requests reach vLLM unchanged
+    license: str | None = None  # the preset's licence as its model card states it (None: no preset, unknown)
+    non_commercial: bool = False  # the licence forbids commercial use: `reranker plan` and the landing page say so
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +106,8 @@ class Plan:
                 score_template=bool(data.get("score_template")),
                 yes_no_scoring=bool(data.get("yes_no_scoring")),
                 truncation=_truncation(truncation) if truncation else None,
+                license=data.get("license"),
+                non_commercial=bool(data.get("non_commercial")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"plan.json is malformed ({type(exc).__name__}: {exc}): restart the stack") from None

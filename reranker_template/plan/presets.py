@@ -45,6 +45,21 @@ class PresetKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class License:
+    """A model family's licence as its model card states it; non-commercial ones are shown wherever the plan is."""
+
+    name: str
+    non_commercial: bool = False
+
+    def describe(self) -> str:
+        return f"{self.name}: non-commercial use only" if self.non_commercial else self.name
+
+
+APACHE = License("Apache-2.0")
+CC_BY_NC = License("CC-BY-NC-4.0", non_commercial=True)
+
+
+@dataclass(frozen=True)
 class Preset:
     """One model family: how to recognise it and the flags its authors document."""
 
@@ -56,6 +71,7 @@ class Preset:
     architectures: tuple[str, ...] = ()  # config.json's architecture must match one of these when `ids` matched
     claims: tuple[str, ...] = ()  # architectures that select this preset whatever the model is called
     runner_pooling: bool = False
+    convert_classify: bool = False  # --convert classify: any *ForCausalLM becomes a classifier (no architecture named)
     hf_overrides: Mapping[str, object] | None = None
     template: str | None = None  # file in reranker_template/plan/templates/
     takes_instruction: bool = False  # the template reads RERANK_INSTRUCTION
@@ -64,7 +80,10 @@ class Preset:
     context_hint: int | None = None  # the family's context length, used when config.json is unknown
     decoder_hint: bool | None = None  # decoder (True) or encoder-only (False) when config.json is unknown
     prefix_caching: bool = True  # for decoders: does a prefix repeat across one call's documents?
-    license_note: str = ""
+    pooler_config: Mapping[str, object] | None = None  # the authors' score calibration (logit_bias, logit_scale)
+    calibration: str = ""  # what pooler_config reproduces, for the reason line
+    license: License | None = None
+    refusal: str = ""  # vLLM 0.32 cannot serve it right: why, and what to use instead (the plan stops)
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -87,6 +106,7 @@ PRESETS: tuple[Preset, ...] = (
         truncation=TruncationMode.SPLIT,
         context_hint=40960,
         decoder_hint=True,
+        license=APACHE,
     ),
     Preset(
         name="qwen3-reranker-seq-cls",
@@ -119,11 +139,38 @@ PRESETS: tuple[Preset, ...] = (
         context_hint=8192,
         decoder_hint=True,
     ),
+    *(
+        Preset(
+            name=f"mxbai-rerank-{size}-v2",
+            family=f"mixedbread-ai/mxbai-rerank-{size}-v2",
+            kind=PresetKind.LLM_RERANKER,
+            why="a Qwen2 causal LM scored by its '1' logit minus its '0' logit on mixedbread's prompt format",
+            ids=(rf"mxbai-rerank-{size}-v2",),
+            architectures=(r"Qwen2ForCausalLM", r"Qwen2ForSequenceClassification"),
+            runner_pooling=True,
+            hf_overrides={
+                "architectures": ["Qwen2ForSequenceClassification"],
+                "classifier_from_token": ["0", "1"],
+                "method": "from_2_way_softmax",
+            },
+            template="mxbai_rerank_v2.jinja",
+            truncation=TruncationMode.SPLIT,
+            context_hint=32768,
+            decoder_hint=True,
+            # mxbai-rerank's own normalisation: sigmoid(logit - estimated_max / 2), estimated_max 9 (base), 12
+            # (large); vLLM 0.32 calls the offset logit_mean (vllm#24031 named it logit_bias).
+            pooler_config={"logit_mean": offset},
+            calibration=f"sigmoid(logit - {offset}), mixedbread's own score normalisation for the {size} model "
+            "(mxbai-rerank's predict(normalize=True)); without it every score sits near 1",
+            license=APACHE,
+        )
+        for size, offset in (("base", 4.5), ("large", 6.0))
+    ),
     Preset(
         name="mxbai-rerank-v2",
-        family="mixedbread-ai/mxbai-rerank-base-v2 / large-v2",
+        family="mixedbread-ai mxbai-rerank v2, another size or a fine-tune",
         kind=PresetKind.LLM_RERANKER,
-        why="a Qwen2 causal LM scored by the softmax of its '0'/'1' logits on mixedbread's prompt format",
+        why="a Qwen2 causal LM scored by its '1' logit minus its '0' logit on mixedbread's prompt format",
         ids=(r"mxbai-rerank-.*v2",),
         architectures=(r"Qwen2ForCausalLM", r"Qwen2ForSequenceClassification"),
         runner_pooling=True,
@@ -136,6 +183,57 @@ PRESETS: tuple[Preset, ...] = (
         truncation=TruncationMode.SPLIT,
         context_hint=32768,
         decoder_hint=True,
+        license=APACHE,
+    ),
+    *(
+        Preset(
+            name=name,
+            family=f"zeroentropy {name} (Qwen3-4B based)",
+            kind=PresetKind.LLM_RERANKER,
+            why="a Qwen3 causal LM scored by its 'Yes' logit with the query as the system turn and the document "
+            "as the user turn (zerank's own predict)",
+            ids=(pattern,),
+            architectures=(r"Qwen3ForCausalLM", r"Qwen3ForSequenceClassification"),
+            runner_pooling=True,
+            hf_overrides={
+                "architectures": ["Qwen3ForSequenceClassification"],
+                "classifier_from_token": ["Yes"],
+                "method": "no_post_processing",
+            },
+            template="zerank.jinja",
+            truncation=TruncationMode.SPLIT,
+            context_hint=32768,
+            decoder_hint=True,
+            pooler_config={"logit_sigma": 5.0},
+            calibration="sigmoid(logit / 5), the score zeroentropy's model card tells users to compute "
+            "(vllm#39435 named the divisor logit_scale 0.2)",
+            license=license,
+        )
+        for name, pattern, license in (
+            ("zerank-1-small", r"zerank-1-small", APACHE),
+            # zerank-1's cards disagree (CC-BY-NC-4.0 and Apache-2.0): the stricter is stated
+            ("zerank-1", r"zerank-1(?!-small)", CC_BY_NC),
+            ("zerank-2", r"zerank-2", CC_BY_NC),
+        )
+    ),
+    Preset(
+        name="ctxl-rerank-v2",
+        family="ContextualAI ctxl-rerank-v2-instruct-multilingual 1b / 2b / 6b",
+        kind=PresetKind.LLM_RERANKER,
+        why="a causal LM scored by the logit of token id 0 ('!') after Contextual AI's prompt, document first",
+        ids=(r"ctxl-rerank-v2",),
+        architectures=(r"\w+ForCausalLM",),
+        runner_pooling=True,
+        convert_classify=True,
+        hf_overrides={"classifier_from_token": ["!"], "method": "no_post_processing"},
+        template="ctxl_rerank_v2.jinja",
+        truncation=TruncationMode.SPLIT,
+        prefix_caching=False,  # the document comes first: no prefix repeats across documents
+        context_hint=32768,
+        decoder_hint=True,
+        pooler_config={"use_activation": False},
+        calibration="the raw logit, as Contextual AI's model card scores (no sigmoid): higher is more relevant",
+        license=License("CC-BY-NC-SA-4.0", non_commercial=True),
     ),
     Preset(
         name="jina-reranker-m0",
@@ -150,7 +248,60 @@ PRESETS: tuple[Preset, ...] = (
         truncation=TruncationMode.SPLIT,
         context_hint=32768,
         decoder_hint=True,
-        license_note="CC-BY-NC-4.0: non-commercial use only",
+        license=CC_BY_NC,
+    ),
+    Preset(
+        name="llama-nemotron-rerank",
+        family="nvidia llama-nemotron-rerank-1b-v2 / -500m-v2",
+        kind=PresetKind.CROSS_ENCODER,
+        why="a bidirectional Llama, mean-pooled, scored on NVIDIA's 'question:{q} \\n \\n passage:{d}' prompt "
+        "(vLLM would otherwise join the pair with the tokenizer's separator)",
+        ids=(r"llama-nemotron-rerank(?!-vl)",),
+        architectures=(r"LlamaBidirectionalForSequenceClassification",),
+        claims=(r"LlamaBidirectionalForSequenceClassification",),
+        trust_remote_code=True,
+        template="nemotron_rerank.jinja",
+        truncation=TruncationMode.SPLIT,
+        context_hint=8192,
+        decoder_hint=False,
+        license=License("NVIDIA Open Model License, with the Llama 3.2 Community License"),
+    ),
+    Preset(
+        name="gte-reranker-modernbert",
+        family="Alibaba-NLP/gte-reranker-modernbert-base",
+        kind=PresetKind.CROSS_ENCODER,
+        why="a ModernBERT cross-encoder vLLM serves natively (sigmoid of its logit, as sentence-transformers "
+        "scores it); only the lengths are set",
+        ids=(r"gte-reranker-modernbert",),
+        architectures=(r"ModernBertForSequenceClassification",),
+        context_hint=8192,
+        decoder_hint=False,
+        license=APACHE,
+    ),
+    Preset(
+        name="jina-reranker-v3",
+        family="jinaai/jina-reranker-v3 (listwise, JinaForRanking)",
+        kind=PresetKind.LLM_RERANKER,
+        why="a listwise reranker: every document in one prompt, scored by cosine of projected embeddings",
+        ids=(r"jina-reranker-v3",),
+        claims=(r"JinaForRanking",),
+        license=CC_BY_NC,
+        refusal="vLLM 0.32 has its model class, but its scores are not verified against Jina's reference here, "
+        "and Jina's rerank() does what vLLM does not (query cut to 512 and documents to 2048 tokens, blocks "
+        "of 125 documents, the query embedding averaged across blocks), so long calls would score "
+        "differently. Use jinaai/jina-reranker-m0 (also CC-BY-NC-4.0, text and images) or "
+        "Qwen/Qwen3-Reranker-0.6B (Apache-2.0).",
+    ),
+    Preset(
+        name="qwen3-vl-reranker",
+        family="Qwen/Qwen3-VL-Reranker 2B / 8B",
+        kind=PresetKind.LLM_RERANKER,
+        why="a Qwen3-VL causal LM scored by its yes/no logits on Qwen's multimodal prompt",
+        ids=(r"qwen3-vl-reranker",),
+        license=APACHE,
+        refusal="its vLLM serving has open upstream bugs (vllm#33464: the 8B fails to load; vllm#33885: image "
+        "scores near 0.5 and differences from transformers) and no tiny model of it matches its reference "
+        "here. Use Qwen/Qwen3-Reranker-0.6B / 4B / 8B for text, jinaai/jina-reranker-m0 for images.",
     ),
     Preset(
         name="gte-multilingual-reranker",
@@ -165,6 +316,7 @@ PRESETS: tuple[Preset, ...] = (
         trust_remote_code=True,
         context_hint=8192,
         decoder_hint=False,
+        license=APACHE,
     ),
     Preset(
         name="bge-reranker",
@@ -208,6 +360,10 @@ class PresetChoice:
     @property
     def name(self) -> str | None:
         return self.preset.name if self.preset else None
+
+    @property
+    def license(self) -> License | None:
+        return self.preset.license if self.preset else None
 
     @property
     def truncation(self) -> TruncationMode:
@@ -273,10 +429,20 @@ def preset_flags(settings: Settings, preset: Preset) -> list[Flag]:
     flags: list[Flag] = []
     if preset.runner_pooling:
         flags.append(Flag("--runner", "pooling", f"{preset.name}: serve it as a scoring (pooling) model"))
+    if preset.convert_classify:
+        flags.append(Flag("--convert", "classify", f"{preset.name}: turn the causal LM into a one-logit classifier"))
     if preset.hf_overrides:
         flags.append(
             Flag(
                 "--hf-overrides", json.dumps(preset.hf_overrides, separators=(",", ":")), f"{preset.name}: {preset.why}"
+            )
+        )
+    if preset.pooler_config:
+        flags.append(
+            Flag(
+                "--pooler-config",
+                json.dumps(preset.pooler_config, separators=(",", ":")),
+                f"{preset.name}: {preset.calibration}",
             )
         )
     if preset.trust_remote_code:
@@ -322,8 +488,13 @@ def _pick(settings: Settings, model: ModelInfo) -> tuple[Preset | None, str]:
 def choose_preset(settings: Settings, model: ModelInfo) -> PresetChoice:
     """The preset for this model (forced by RERANKER_PRESET, or matched), with its flags and reasons."""
     preset, why = _pick(settings, model)
+    if preset is not None and preset.refusal:
+        raise PlanError(
+            f"{settings.model_name} ({preset.family}) is not served: {preset.refusal} "
+            "To try it anyway (unverified): RERANKER_PRESET=none, with the upstream recipe's flags in VLLM_ARGS."
+        )
     reasons = [why]
-    if preset is not None and preset.license_note:
-        reasons.append(f"license: {preset.family} is {preset.license_note}")
+    if preset is not None and preset.license:
+        reasons.append(f"license: {preset.family}: {preset.license.describe()} (as its model card states)")
     flags = preset_flags(settings, preset) if preset else []
     return PresetChoice(preset=preset, reasons=tuple(reasons), flags=tuple(flags))

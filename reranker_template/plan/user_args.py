@@ -1,7 +1,8 @@
 """Reading the user's VLLM_ARGS the way vLLM's own parser does, so their flags always win over ours.
 
 vLLM accepts `--max-model-len 512`, `--max-model-len=512`, `--max_model_len 512` and short aliases
-such as `-tp 2`; all of them must count as "the user set --max-model-len / --tensor-parallel-size".
+such as `-tp 2`; all of them must count as "the user set --max-model-len / --tensor-parallel-size". A dotted
+key (`--pooler-config.logit_mean 3`) counts as the whole option it belongs to.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def canonical_option(token: str) -> str | None:
         return None
     name = token.split("=", 1)[0]
     if name.startswith("--"):
-        return "--" + name[2:].replace("_", "-")
+        # `--pooler-config.logit_mean 3`: vLLM rebuilds the whole --pooler-config from dotted keys, and that
+        # replaces any --pooler-config given before it, so a dotted key sets the whole option.
+        return "--" + name[2:].split(".", 1)[0].replace("_", "-")
     if name in SHORT_ALIASES:
         return SHORT_ALIASES[name]
     if name.startswith("-O") and len(name) > 2:  # -O3, -O0

@@ -5,6 +5,7 @@ Head size 64 (the CPU attention backend supports 32, 64, 80, ...; 16 starts but 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 WORDS = [
@@ -123,21 +124,21 @@ def _word_pre_tokenizer():  # type: ignore[no-untyped-def]
     )
 
 
-def word_pieces(text: str) -> list[str]:
-    """The pre-tokenized pieces of `text` (lower-cased), as the tiny Qwen tokenizer sees them."""
+def word_pieces(text: str, specials: tuple[str, ...] = QWEN_SPECIAL_TOKENS) -> list[str]:
+    """The pre-tokenized pieces of `text` (lower-cased), as the tiny word-level tokenizers see them."""
     pieces: list[str] = []
-    for chunk in _split_specials(text):
-        if chunk in QWEN_SPECIAL_TOKENS:
+    for chunk in _split_specials(text, specials):
+        if chunk in specials:
             pieces.append(chunk)
         else:
             pieces.extend(piece for piece, _ in _word_pre_tokenizer().pre_tokenize_str(chunk.lower()))
     return pieces
 
 
-def _split_specials(text: str) -> list[str]:
+def _split_specials(text: str, specials: tuple[str, ...]) -> list[str]:
     import re
 
-    return [part for part in re.split("(" + "|".join(re.escape(t) for t in QWEN_SPECIAL_TOKENS) + ")", text) if part]
+    return [part for part in re.split("(" + "|".join(re.escape(t) for t in specials) + ")", text) if part]
 
 
 def make_qwen_tokenizer(directory: Path, corpus: list[str]):  # type: ignore[no-untyped-def]
@@ -312,4 +313,258 @@ def make_decisive_bert_cross_encoder(directory: Path, pairs: list[tuple[str, str
         model.classifier.bias.fill_(float(-raw.mean() * scale))
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+# --- tiny causal-LM rerankers for the other presets (mxbai-rerank-v2, zerank, ctxl-rerank-v2) ---------------
+
+CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Qwen2's pre-tokenizer pattern (its tokenizer.json): as with the real tokenizer, "?" and a following newline
+# are one piece, so a prompt tokenized whole can differ from the same prompt tokenized piece by piece.
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def make_bpe_tokenizer(  # type: ignore[no-untyped-def]
+    directory: Path,
+    corpus: list[str],
+    specials: tuple[str, ...] = CHATML_SPECIAL_TOKENS,
+    whole_tokens: tuple[str, ...] = (),
+    chat_template: str | None = None,
+):
+    """A byte-level BPE tokenizer in Qwen2's format (its pre-tokenizer), trained on `corpus`.
+
+    transformers loads a qwen2 model's tokenizer as Qwen2Tokenizer whatever tokenizer_config.json says, and
+    that class only rebuilds a byte-level BPE: so the tiny models get a real one. `whole_tokens` (a scored
+    token such as "Yes") are trained in so that each is one token, as in Qwen's vocabulary.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator([*corpus, *[" ".join(whole_tokens)] * 50], trainer)
+    # Special tokens after the learned ones, as in Qwen's vocabulary: id 0 stays "!" (ctxl-rerank-v2 scores it).
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=specials[-1] if specials else None,
+        pad_token=specials[0] if specials else None,
+        model_max_length=1024,
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    for token in whole_tokens:
+        assert tokenizer.tokenize(token) == [token], f"{token!r} is not one token: {tokenizer.tokenize(token)}"
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def make_causal_lm_reranker(
+    directory: Path,
+    architecture: str,
+    tokenizer,  # type: ignore[no-untyped-def]
+    prompts: list[str],
+    true_token: str,
+    false_token: str | None = None,
+    mean: float = 0.0,
+    std: float = 2.0,
+    seed: int = 0,
+) -> Path:
+    """A random Qwen2/Qwen3 causal LM whose scored logit spreads over `prompts` (the authors' prompts).
+
+    With random weights every prompt's last hidden state is nearly the same, so comparing scores within 1e-3
+    would prove little: the `true_token` row of the LM head (minus the `false_token` row, set to zero, for
+    models scored by a difference of two logits) is set so that the scored logit over `prompts` has the
+    given mean and standard deviation; everything else keeps its random weights, so any change to a prompt
+    (a missing newline, another order) changes the score.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        initializer_range=0.2,
+        torch_dtype="float32",
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = {"qwen2": Qwen2Config, "qwen3": Qwen3Config}[architecture](**common, head_dim=64)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    true_id = tokenizer.convert_tokens_to_ids(true_token)
+    with torch.no_grad():
+        states = torch.stack(
+            [
+                model.model(**tokenizer(p, return_tensors="pt", add_special_tokens=False)).last_hidden_state[0, -1]
+                for p in prompts
+            ]
+        )
+        direction = torch.linalg.svd(states - states.mean(0), full_matrices=False).Vh[0]
+        raw = states @ direction
+        weights = direction * (std / raw.std())
+        offset_dir = states.mean(0) / states.mean(0).norm() ** 2  # adds `mean` to every prompt's logit, about
+        shifted = states @ weights
+        weights = weights + offset_dir * (mean - shifted.mean())
+        model.lm_head.weight[true_id] = weights
+        if false_token is not None:
+            model.lm_head.weight[tokenizer.convert_tokens_to_ids(false_token)] = 0.0
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+# --- tiny encoder rerankers for the other presets (llama-nemotron-rerank, gte-reranker-modernbert) ----------
+
+
+def _spread_head(pooled, head) -> None:  # type: ignore[no-untyped-def]
+    """Set a one-logit linear `head` so that its logits over `pooled` have mean 0 and standard deviation 2."""
+    import torch
+
+    direction = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False).Vh[0]
+    raw = pooled @ direction
+    scale = 2.0 / raw.std()
+    head.weight.copy_((direction * scale).unsqueeze(0))
+    offset = (pooled.mean(0) @ direction) * scale
+    if head.bias is not None:
+        head.bias.fill_(float(-offset))
+    else:  # no bias: the mean logit is cancelled through the mean pooled vector's direction instead
+        mean = pooled.mean(0)
+        head.weight.sub_((offset * mean / mean.norm() ** 2).unsqueeze(0))
+
+
+def bidirectional_mean_pool(model, tokenizer, text: str):  # type: ignore[no-untyped-def]
+    """NVIDIA's llama-nemotron-rerank encoder: Llama layers attending both ways, mean-pooled over the tokens.
+
+    A 4-D attention mask of ones is used as given by transformers (it is not made causal), which is what
+    NVIDIA's model code builds with create_bidirectional_mask for an unpadded input.
+    """
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    mask = torch.ones(1, 1, ids.shape[1], ids.shape[1], dtype=torch.bool)
+    return model(input_ids=ids, attention_mask=mask).last_hidden_state[0].mean(0)
+
+
+def make_llama_nemotron_reranker(directory: Path, prompts: list[str], seed: int = 0) -> Path:
+    """A LlamaBidirectionalForSequenceClassification (mean pooling, one logit) as vLLM loads it without remote
+    code (model_type llama, pooling avg), with a Llama-3-style tokenizer that adds a begin-of-text token."""
+    import torch
+    from safetensors.torch import save_file
+    from tokenizers import processors
+    from transformers import LlamaConfig, LlamaModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_bpe_tokenizer(
+        directory, [*prompts, " ".join(WORDS)], specials=("<|begin_of_text|>", "<|end_of_text|>")
+    )
+    bos = tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)]
+    )
+    tokenizer.save_pretrained(directory)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        initializer_range=0.2,
+        bos_token_id=bos,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|end_of_text|>"),
+        num_labels=1,
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = LlamaModel(config).eval()
+    head = torch.nn.Linear(128, 1, bias=False)
+    with torch.no_grad():
+        _spread_head(torch.stack([bidirectional_mean_pool(model, tokenizer, p) for p in prompts]), head)
+    weights = {f"model.{name}": value.contiguous() for name, value in model.state_dict().items()}
+    weights["score.weight"] = head.weight.detach().clone()
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    data = config.to_dict()
+    data.update(architectures=["LlamaBidirectionalForSequenceClassification"], model_type="llama", pooling="avg")
+    data.pop("_attn_implementation", None)
+    (directory / "config.json").write_text(json.dumps(data))
+    return directory
+
+
+def make_modernbert_cross_encoder(directory: Path, pairs: list[tuple[str, str]], seed: int = 0) -> Path:
+    """A ModernBertForSequenceClassification (local attention window 8, so the sliding layers matter) whose
+    logits over `pairs` spread over (0, 1) after the sigmoid."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification, PreTrainedTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({w for q, d in pairs for w in (q + " " + d).lower().split()} | set(WORDS))
+    vocab = {token: i for i, token in enumerate([*specials, *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "attention_mask"],
+        model_max_length=512,
+    )
+    tokenizer.save_pretrained(directory)
+    config = ModernBertConfig(
+        vocab_size=len(vocab),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        max_position_embeddings=512,
+        local_attention=8,
+        global_attn_every_n_layers=3,
+        classifier_pooling="mean",
+        num_labels=1,
+        pad_token_id=0,
+        cls_token_id=2,
+        sep_token_id=3,
+        bos_token_id=2,
+        eos_token_id=3,
+        initializer_range=0.2,
+    )
+    config.architectures = ["ModernBertForSequenceClassification"]
+    torch.manual_seed(seed)
+    model = ModernBertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+        inputs = [tokenizer(q, d, return_tensors="pt") for q, d in pairs]
+        pooled = torch.stack([model.drop(model.head(model.model(**x).last_hidden_state.mean(1)))[0] for x in inputs])
+        _spread_head(pooled, model.classifier)
+    model.save_pretrained(directory, safe_serialization=True)
     return directory
