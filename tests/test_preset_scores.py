@@ -306,3 +306,59 @@ def test_gte_reranker_modernbert_scores_equal_sigmoid_of_the_logit(
     with torch.no_grad():
         reference = [torch.sigmoid(model(**tokenizer(q, d, return_tensors="pt")).logits[0, 0]).item() for q, d in pairs]
     assert_close(served_scores(stack, QUERY, DOCUMENTS), reference)
+
+
+# --- a Sentence-Transformers v6 CrossEncoder ----------------------------------------------------------------
+
+# A chat template in the shape v6 rerankers ship: roles system (the prompt), query and document.
+ST_CHAT = (
+    "{% for m in messages %}{% if m.role == 'system' %}<|im_start|>system\n{{ m.content }}<|im_end|>\n"
+    "{% elif m.role == 'query' %}<|im_start|>user\n<Query>: {{ m.content }}\n"
+    "{% elif m.role == 'document' %}<Document>: {{ m.content }}<|im_end|>\n<|im_start|>assistant\n"
+    "{% endif %}{% endfor %}"
+)
+ST_PROMPT = "Judge whether the document answers the query"
+
+
+@pytest.fixture(scope="module")
+def st_v6_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Saved by sentence-transformers itself: a CrossEncoder on a tiny Qwen3 causal LM, with a default prompt
+    (named like a real -STv6 conversion, so its own files must win over the qwen3-reranker preset)."""
+    from sentence_transformers import CrossEncoder
+
+    base = tmp_path_factory.mktemp("models") / "base"
+    template = _compile_jinja_template(ST_CHAT)
+    prompts = [
+        template.render(
+            messages=[
+                {"role": "system", "content": ST_PROMPT},
+                {"role": "query", "content": QUERY},
+                {"role": "document", "content": d},
+            ]
+        )
+        for d in DOCUMENTS
+    ]
+    corpus = [*prompts, " ".join(WORDS), "rank by topic only"]
+    tokenizer = make_bpe_tokenizer(base, corpus, whole_tokens=("yes", "no"), chat_template=ST_CHAT)
+    make_causal_lm_reranker(base, "qwen3", tokenizer, prompts, "yes", "no", mean=0.0, std=2.0)
+    saved = base.parent / "Qwen3-Reranker-0.6B-STv6"
+    CrossEncoder(str(base), prompts={"default": ST_PROMPT}, default_prompt_name="default").save(str(saved))
+    return saved
+
+
+def test_a_sentence_transformers_v6_reranker_scores_as_sentence_transformers_does(
+    serve: Callable[[Path], RunningStack], st_v6_model: Path
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    stack = serve(st_v6_model)
+    plan = read_plan(stack.state_dir / "plan.json")
+    assert plan.preset == "sentence-transformers-v6"
+    reference = CrossEncoder(str(st_v6_model))
+    pairs = [(QUERY, d) for d in DOCUMENTS]
+    assert_close(served_scores(stack, QUERY, DOCUMENTS), [float(x) for x in reference.predict(pairs)])
+    # A request's instruction replaces the default prompt, as predict(prompt=...) does.
+    instructed = reference.predict(pairs, prompt="rank by topic only")
+    assert_close(
+        served_scores(stack, QUERY, DOCUMENTS, instruction="rank by topic only"), [float(x) for x in instructed]
+    )

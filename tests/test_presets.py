@@ -627,3 +627,129 @@ def test_a_dotted_pooler_config_key_in_vllm_args_takes_the_whole_option(tmp_path
     )
     assert plan.vllm_command.count("--pooler-config") == 0 and "--pooler-config.logit_mean" in plan.vllm_command
     assert any(r.startswith("--pooler-config: VLLM_ARGS sets it") and "logit_mean" in r for r in plan.reasons)
+
+
+# --- Sentence-Transformers v6 rerankers: their own recipe, read from their files -----------------------------
+
+ST_TEMPLATE = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+
+
+def write_st_v6(
+    directory: Path, activation: str = "torch.nn.modules.activation.Sigmoid", two_tokens: bool = True
+) -> None:
+    """The files sentence-transformers 6 saves for a CrossEncoder on a causal LM (as CrossEncoder.save writes them)."""
+    (directory / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.base.modules.transformer.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_LogitScore",
+                    "type": "sentence_transformers.cross_encoder.modules.logit_score.LogitScore",
+                },
+            ]
+        )
+    )
+    (directory / "1_LogitScore").mkdir()
+    head = {"true_token_id": 7, "module_input_name": "causal_logits"} | ({"false_token_id": 8} if two_tokens else {})
+    (directory / "1_LogitScore" / "config.json").write_text(json.dumps(head))
+    (directory / "config_sentence_transformers.json").write_text(
+        json.dumps(
+            {
+                "model_type": "CrossEncoder",
+                "activation_fn": activation,
+                "prompts": {"default": 'Judge "relevance".'},
+                "default_prompt_name": "default",
+            }
+        )
+    )
+    (directory / "chat_template.jinja").write_text(ST_TEMPLATE)
+    vocab = {"!": 0, "yes": 7, "no": 8}
+    (directory / "tokenizer.json").write_text(
+        json.dumps({"model": {"type": "BPE", "vocab": vocab}, "added_tokens": [{"id": 9, "content": "<|im_end|>"}]})
+    )
+
+
+QWEN3_CAUSAL = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "max_position_embeddings": 40960}
+
+
+def test_a_sentence_transformers_v6_reranker_is_served_by_its_own_recipe(tmp_path: Path) -> None:
+    """Named like Qwen3-Reranker, but its own files say how it is scored: they win over the family preset."""
+    directory = tmp_path / "Qwen3-Reranker-0.6B-STv6"
+    directory.mkdir()
+    write_st_v6(directory)
+    (directory / "config.json").write_text(json.dumps(QWEN3_CAUSAL))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 32768}))
+    model = inspect_local(str(directory))
+    plan = plan_on(None, model)
+    command = flags(plan)
+    assert plan.preset == "sentence-transformers-v6"
+    assert command.value("--runner") == "pooling" and command.value("--convert") == "classify"
+    overrides = json.loads(command.value("--hf-overrides") or "")
+    assert overrides == {"classifier_from_token": ["no", "yes"], "method": "from_2_way_softmax"}  # [false, true]
+    template = command.value("--chat-template") or ""
+    assert render(template, "q", "d") == 'system: Judge "relevance".\nquery: q\ndocument: d\n'  # the prompt as system
+    assert render(template, "q", "d", instruction="Find code") == "system: Find code\nquery: q\ndocument: d\n"
+    assert not command.has("--pooler-config")  # its Sigmoid is vLLM's default for one logit
+    assert plan.truncation is not None and plan.truncation.mode is TruncationMode.SPLIT
+
+
+def test_a_sentence_transformers_v6_identity_activation_and_one_token(tmp_path: Path) -> None:
+    directory = tmp_path / "my-reranker"
+    directory.mkdir()
+    write_st_v6(directory, activation="torch.nn.modules.linear.Identity", two_tokens=False)
+    (directory / "config.json").write_text(json.dumps(QWEN3_CAUSAL))
+    command = flags(plan_on(None, inspect_local(str(directory))))
+    assert json.loads(command.value("--hf-overrides") or "") == {
+        "classifier_from_token": ["yes"],
+        "method": "no_post_processing",
+    }
+    assert command.value("--pooler-config") == '{"use_activation":false}'
+
+
+def test_a_sentence_transformers_v6_activation_vllm_lacks_is_one_line(tmp_path: Path) -> None:
+    directory = tmp_path / "my-reranker"
+    directory.mkdir()
+    write_st_v6(directory, activation="torch.nn.modules.activation.Tanh")
+    (directory / "config.json").write_text(json.dumps(QWEN3_CAUSAL))
+    with pytest.raises(PlanError, match="Tanh has no vLLM equivalent"):
+        plan_on(None, inspect_local(str(directory)))
+
+
+def test_a_sentence_transformers_v6_file_missing_plans_it_like_any_other_model(tmp_path: Path) -> None:
+    directory = tmp_path / "my-reranker"
+    directory.mkdir()
+    write_st_v6(directory)
+    (directory / "chat_template.jinja").unlink()
+    (directory / "config.json").write_text(json.dumps(QWEN3_CAUSAL))
+    model = inspect_local(str(directory))
+    assert model.st_reranker is None and plan_on(None, model).preset is None
+    with pytest.raises(PlanError, match="needs the model's Sentence-Transformers v6 files"):
+        plan_on(None, model, RERANKER_PRESET="sentence-transformers-v6")
+
+
+def test_a_hub_sentence_transformers_v6_reranker_is_planned_from_its_recipe_files(tmp_path: Path) -> None:
+    """`reranker plan` on a hub model fetches the recipe files (not the weights) to choose the preset."""
+    from support.fake_hub import FakeHub
+
+    from reranker_template.facts.model import inspect_hub
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_st_v6(repo)
+    (repo / "config.json").write_text(json.dumps(QWEN3_CAUSAL))
+    (repo / "model.safetensors").write_bytes(b"\0" * 64)
+    with FakeHub({"org/reranker-STv6": repo}) as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
+        model = inspect_hub("org/reranker-STv6", env=env)
+        fetched = [r for r in hub.requests if "/resolve/" in r]
+    assert any(r.endswith("1_LogitScore/config.json") for r in fetched), fetched
+    assert not any(r.endswith(".safetensors") for r in fetched)  # no weights
+    assert model.st_reranker is not None and model.st_reranker.true_token == "yes"
+    assert plan_on(None, model).preset == "sentence-transformers-v6"

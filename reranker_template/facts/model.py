@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from reranker_template.facts.sentence_transformers import (
+    RECIPE_FILES,
+    StReranker,
+    logit_score_dir,
+    read_st_reranker,
+)
 from reranker_template.settings import is_true
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -64,6 +70,7 @@ class ModelInfo:
     local_dir: str | None = None
     note: str = ""  # why the facts are missing, when they are
     weight_source: str = ""  # "files", "safetensors index", "hub file sizes", "estimated from config.json"
+    st_reranker: StReranker | None = None  # a Sentence-Transformers v6 causal-LM CrossEncoder's own recipe
 
     @property
     def architectures(self) -> tuple[str, ...]:
@@ -247,6 +254,7 @@ def _from_dir(model: str, source: ModelSource, directory: Path) -> ModelInfo:
         weight_bytes=weights,
         local_dir=str(directory),
         weight_source=how,
+        st_reranker=read_st_reranker(directory),
     )
 
 
@@ -279,6 +287,21 @@ def inspect_cache(model: str, env: Mapping[str, str] | None = None) -> ModelInfo
     return _from_dir(model, ModelSource.CACHE, Path(config_path).parent)
 
 
+def _hub_st_reranker(model: str, sizes: Mapping[str, int], fetch: Callable[[str], Path]) -> StReranker | None:
+    """A Sentence-Transformers v6 reranker's recipe files (small, and tokenizer.json), fetched into the cache."""
+    if "config_sentence_transformers.json" not in sizes or "modules.json" not in sizes:
+        return None
+    snapshot = fetch("modules.json").parent
+    for name in RECIPE_FILES:
+        if name in sizes:
+            fetch(name)
+    sub = logit_score_dir(snapshot)
+    if sub is None or f"{sub}/config.json" not in sizes:
+        return None
+    fetch(f"{sub}/config.json")
+    return read_st_reranker(snapshot)
+
+
 def inspect_hub(
     model: str, token: str | None = None, timeout: float = 10.0, env: Mapping[str, str] | None = None
 ) -> ModelInfo:
@@ -296,11 +319,13 @@ def inspect_hub(
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         return ModelInfo(name=model, source=ModelSource.UNKNOWN, note="huggingface_hub is not installed")
 
-    def download(filename: str) -> dict[str, Any]:
-        path = hf_hub_download(
-            model, filename, token=token, etag_timeout=timeout, endpoint=endpoint, cache_dir=cache_dir
+    def fetch(filename: str) -> Path:
+        return Path(
+            hf_hub_download(model, filename, token=token, etag_timeout=timeout, endpoint=endpoint, cache_dir=cache_dir)
         )
-        return _read_json(Path(path))
+
+    def download(filename: str) -> dict[str, Any]:
+        return _read_json(fetch(filename))
 
     try:
         info = HfApi(endpoint=endpoint, token=token).model_info(model, files_metadata=True, timeout=timeout)
@@ -316,6 +341,7 @@ def inspect_hub(
             tokenizer_config=tokenizer_config,
             weight_bytes=weights,
             weight_source="hub file sizes" if weights else "",
+            st_reranker=_hub_st_reranker(model, sizes, fetch),
         )
     except HfHubHTTPError as exc:
         return ModelInfo(

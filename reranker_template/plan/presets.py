@@ -28,6 +28,7 @@ from pathlib import PurePath
 
 from reranker_template.errors import PlanError
 from reranker_template.facts.model import ModelInfo
+from reranker_template.facts.sentence_transformers import IDENTITY, SIGMOID, StReranker
 from reranker_template.plan.contract import TruncationMode
 from reranker_template.plan.flags import Flag
 from reranker_template.settings import Settings, is_local_path
@@ -86,7 +87,22 @@ class Preset:
     refusal: str = ""  # vLLM 0.32 cannot serve it right: why, and what to use instead (the plan stops)
 
 
+# Not matched by name or architecture: chosen when the model ships a Sentence-Transformers v6 recipe
+# (facts/sentence_transformers.py), before any family preset, because its own files say how it is scored.
+SENTENCE_TRANSFORMERS_V6 = Preset(
+    name="sentence-transformers-v6",
+    family="a Sentence-Transformers v6 CrossEncoder on a causal LM (it ships its own prompt and head config)",
+    kind=PresetKind.LLM_RERANKER,
+    why="sentence-transformers scores it by its LogitScore token logits on its own chat template and prompt; "
+    "vLLM 0.32 reads neither (vllm#31563 was closed)",
+    runner_pooling=True,
+    convert_classify=True,
+    truncation=TruncationMode.SPLIT,
+    decoder_hint=True,
+)
+
 PRESETS: tuple[Preset, ...] = (
+    SENTENCE_TRANSFORMERS_V6,
     Preset(
         name="qwen3-reranker",
         family="Qwen3-Reranker 0.6B / 4B / 8B (original checkpoints)",
@@ -399,6 +415,47 @@ def qwen3_template(instruction: str | None) -> str:
     return text.replace(line, "{%- set default_instruction = " + json.dumps(instruction) + " -%}")
 
 
+def st_v6_template(st: StReranker) -> str:
+    """The model's own chat template, given the system message sentence-transformers adds: the request's
+    `instruction` when it sends one (it replaces the prompt, as `predict(prompt=...)` does), else the model's
+    default prompt. vLLM passes only the query and document messages, so the template adds the system one."""
+    prompt = json.dumps(st.prompt or "")  # a Jinja string literal that reads back unchanged
+    return (
+        f"{{%- set default_prompt = {prompt} -%}}\n"
+        "{%- set prompt = instruction if instruction is defined and instruction is string and instruction "
+        "else default_prompt -%}\n"
+        '{%- if prompt -%}{%- set messages = [{"role": "system", "content": prompt}] + messages -%}{%- endif -%}\n'
+        + st.chat_template
+    )
+
+
+def st_v6_flags(st: StReranker) -> list[Flag]:
+    """--hf-overrides, --chat-template and the activation from a Sentence-Transformers v6 recipe."""
+    name = SENTENCE_TRANSFORMERS_V6.name
+    if st.false_token is None:
+        overrides: dict[str, object] = {"classifier_from_token": [st.true_token], "method": "no_post_processing"}
+        scored = f"the logit of {st.true_token!r}"
+    else:
+        overrides = {"classifier_from_token": [st.false_token, st.true_token], "method": "from_2_way_softmax"}
+        scored = f"logit({st.true_token!r}) - logit({st.false_token!r})"
+    flags = [
+        Flag("--hf-overrides", json.dumps(overrides, separators=(",", ":")), f"{name}: its LogitScore scores {scored}"),
+        Flag(
+            "--chat-template",
+            st_v6_template(st),
+            f"{name}: its own chat_template.jinja, with its default prompt {st.prompt!r} as the system message",
+        ),
+    ]
+    if st.activation == IDENTITY:
+        flags.append(Flag("--pooler-config", '{"use_activation":false}', f"{name}: its activation is Identity"))
+    elif st.activation != SIGMOID:
+        raise PlanError(
+            f"{SENTENCE_TRANSFORMERS_V6.family}: its activation_fn {st.activation} has no vLLM equivalent "
+            "(Sigmoid and Identity have): set RERANKER_PRESET and VLLM_ARGS yourself."
+        )
+    return flags
+
+
 def _matching(patterns: tuple[str, ...], architectures: tuple[str, ...]) -> str | None:
     return next((arch for arch in architectures for pattern in patterns if re.fullmatch(pattern, arch)), None)
 
@@ -410,6 +467,11 @@ def _model_id(model: str) -> str:
 
 def match_preset(settings: Settings, model: ModelInfo) -> tuple[Preset | None, str]:
     """The first preset that fits the model, and why it fits."""
+    if model.st_reranker is not None:
+        return SENTENCE_TRANSFORMERS_V6, (
+            "its Sentence-Transformers v6 files (modules.json's LogitScore, config_sentence_transformers.json, "
+            "chat_template.jinja) say how it is scored"
+        )
     model_id = _model_id(settings.model_name or model.name)
     archs = model.architectures
     for preset in PRESETS:
@@ -496,5 +558,14 @@ def choose_preset(settings: Settings, model: ModelInfo) -> PresetChoice:
     reasons = [why]
     if preset is not None and preset.license:
         reasons.append(f"license: {preset.family}: {preset.license.describe()} (as its model card states)")
-    flags = preset_flags(settings, preset) if preset else []
+    if preset is SENTENCE_TRANSFORMERS_V6:
+        if model.st_reranker is None:
+            raise PlanError(
+                f"RERANKER_PRESET={preset.name} needs the model's Sentence-Transformers v6 files (modules.json with "
+                "a LogitScore module, config_sentence_transformers.json, chat_template.jinja, tokenizer.json): "
+                f"{settings.model_name} has none that are readable."
+            )
+        flags = preset_flags(settings, preset) + st_v6_flags(model.st_reranker)
+    else:
+        flags = preset_flags(settings, preset) if preset else []
     return PresetChoice(preset=preset, reasons=tuple(reasons), flags=tuple(flags))
