@@ -20,14 +20,8 @@ from reranker_template import cli
 from reranker_template.errors import PlanError
 from reranker_template.facts.model import ModelInfo, ModelSource, inspect_local
 from reranker_template.plan.contract import Plan, TruncationMode, TruncationPolicy
-from reranker_template.plan.presets import (
-    PRESETS,
-    QWEN3_DEFAULT_INSTRUCTION,
-    PresetKind,
-    match_preset,
-    qwen3_template,
-    template_path,
-)
+from reranker_template.plan.families import PRESETS, PresetKind
+from reranker_template.plan.presets import QWEN3_DEFAULT_INSTRUCTION, match_preset, qwen3_template, template_path
 from reranker_template.plan.truncation import apply_default_truncation
 from reranker_template.plan.user_args import UserArgs
 from reranker_template.settings import load_settings

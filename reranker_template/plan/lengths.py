@@ -17,8 +17,8 @@ A --max-model-len in VLLM_ARGS wins, and the batch budget follows it.
 from __future__ import annotations
 
 from reranker_template.facts.model import ModelInfo
+from reranker_template.plan.families import Preset, PresetKind
 from reranker_template.plan.flags import Flag
-from reranker_template.plan.presets import Preset, PresetKind
 from reranker_template.plan.user_args import UserArgs
 
 DEFAULT_MAX_MODEL_LEN = 8192
