@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.scores import TOLERANCE, assert_close, served_scores
 from support.stack_runner import RunningStack, http_get, http_post_json, minilm_dir, start_stack
 from support.tiny_models import WORDS, make_decisive_bert_cross_encoder, make_qwen3_reranker
 
@@ -32,7 +33,6 @@ from reranker_template.serve.quality import TRIPLES
 
 pytestmark = pytest.mark.vllm
 
-TOLERANCE = 1e-3
 # -O0: no torch.compile warm-up for these tiny test-made models (about 90 s saved per start on 2 cores);
 # the shared MiniLM stack runs the plan exactly as users get it.
 FLOAT32 = {"VLLM_ARGS": "--dtype float32 -O0"}
@@ -57,24 +57,6 @@ DOCUMENTS = [
     "deep learning is a machine learning question",
 ]
 CORPUS = [text for triple in TRIPLES for text in triple[1:]] + [" ".join(WORDS), QUERY, *DOCUMENTS]
-
-
-def score(stack: RunningStack, query: str, documents: list[str], **extra: Any) -> list[float]:
-    status, body = http_post_json(
-        stack.gateway_url + "/v1/score",
-        {"model": stack.served_name, "text_1": query, "text_2": documents, **extra},
-        token=stack.token,
-    )
-    assert status == 200, body
-    return [item["score"] for item in sorted(body["data"], key=lambda item: item["index"])]
-
-
-def assert_close(served: list[float], reference: list[float]) -> None:
-    worst = max(abs(a - b) for a, b in zip(served, reference, strict=True))
-    assert worst < TOLERANCE, f"served {served} vs reference {reference} (max difference {worst:.2e})"
-    assert max(reference) - min(reference) > 0.05, (
-        f"the scores hardly differ ({reference}): the comparison would prove little"
-    )
 
 
 def wait_for_quality(stack: RunningStack, timeout: float = 120.0) -> dict:
@@ -128,7 +110,7 @@ def bert_reference(model_dir: Path, query: str, documents: list[str], max_length
 
 
 def test_cross_encoder_scores_equal_sigmoid_of_the_logit(bert_stack: RunningStack, bert_model: Path) -> None:
-    assert_close(score(bert_stack, QUERY, DOCUMENTS), bert_reference(bert_model, QUERY, DOCUMENTS))
+    assert_close(served_scores(bert_stack, QUERY, DOCUMENTS), bert_reference(bert_model, QUERY, DOCUMENTS))
 
 
 def test_cross_encoder_long_document_is_truncated_not_refused(bert_stack: RunningStack, bert_model: Path) -> None:
@@ -223,7 +205,7 @@ def test_qwen3_reranker_was_served_with_its_preset(qwen_stack: RunningStack) -> 
 
 
 def test_qwen3_reranker_scores_equal_qwens_method(qwen_stack: RunningStack, qwen_reference: QwenReference) -> None:
-    assert_close(score(qwen_stack, QUERY, DOCUMENTS), qwen_reference.scores(QUERY, DOCUMENTS))
+    assert_close(served_scores(qwen_stack, QUERY, DOCUMENTS), qwen_reference.scores(QUERY, DOCUMENTS))
 
 
 def test_qwen3_reranker_rerank_orders_as_the_reference(qwen_stack: RunningStack, qwen_reference: QwenReference) -> None:
@@ -242,7 +224,7 @@ def test_qwen3_reranker_rerank_orders_as_the_reference(qwen_stack: RunningStack,
 def test_qwen3_reranker_request_instruction(qwen_stack: RunningStack, qwen_reference: QwenReference) -> None:
     instruction = "Given a question about tea, find the passage that answers it"
     assert_close(
-        score(qwen_stack, QUERY, DOCUMENTS, instruction=instruction),
+        served_scores(qwen_stack, QUERY, DOCUMENTS, instruction=instruction),
         qwen_reference.scores(QUERY, DOCUMENTS, instruction),
     )
 
@@ -286,7 +268,7 @@ def test_quality_check_fails_without_the_template(
     try:
         plan = read_plan(stack.state_dir / "plan.json")
         assert not plan.score_template and "--chat-template" not in plan.vllm_command
-        assert len(score(stack, QUERY, DOCUMENTS)) == len(DOCUMENTS)  # it does answer
+        assert len(served_scores(stack, QUERY, DOCUMENTS)) == len(DOCUMENTS)  # it does answer
         health = wait_for_quality(stack)
         assert health["quality_check"] == "failed", health
         assert health["status"] == "ready"  # a warning, not an outage
@@ -339,14 +321,14 @@ def minilm_float32_stack(tmp_path_factory: pytest.TempPathFactory, vllm_cache_ro
 
 
 def test_embedding_model_scores_are_cosine_of_mean_pooled_embeddings(minilm_float32_stack: RunningStack) -> None:
-    served = score(minilm_float32_stack, QUERY, EMBEDDING_DOCUMENTS)
+    served = served_scores(minilm_float32_stack, QUERY, EMBEDDING_DOCUMENTS)
     reference = minilm_reference(QUERY, EMBEDDING_DOCUMENTS)
     assert_close(served, reference)
 
 
 def test_embedding_model_in_half_precision_keeps_the_ranking(minilm_stack: RunningStack) -> None:
     """The shared MiniLM stack runs as users get it on this CPU (float16 or bfloat16): close, same order."""
-    served = score(minilm_stack, QUERY, EMBEDDING_DOCUMENTS)
+    served = served_scores(minilm_stack, QUERY, EMBEDDING_DOCUMENTS)
     reference = minilm_reference(QUERY, EMBEDDING_DOCUMENTS)
     assert max(abs(a - b) for a, b in zip(served, reference, strict=True)) < 2e-2, (served, reference)
     assert sorted(range(4), key=lambda i: -served[i])[:2] == sorted(range(4), key=lambda i: -reference[i])[:2]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.stack_runner import RunningStack, http_post_json, start_stack
+from support.scores import assert_close, served_scores
+from support.stack_runner import RunningStack, start_stack
 from support.tiny_models import (
     WORDS,
     bidirectional_mean_pool,
@@ -35,7 +36,6 @@ from reranker_template.plan.presets import template_path
 
 pytestmark = pytest.mark.vllm
 
-TOLERANCE = 1e-3
 SERVE = {"VLLM_ARGS": "--dtype float32 -O0", "QUALITY_CHECK": "false"}
 # No trailing punctuation: Qwen's tokenizer joins "?" and a following newline into one token, so a prompt
 # rendered whole (vLLM) and one tokenized piece by piece (mxbai-rerank) differ there; README says so.
@@ -56,22 +56,6 @@ def rendered(template: str, query: str, document: str, **kwargs: str) -> str:
         messages=[{"role": "query", "content": query}, {"role": "document", "content": document}], **kwargs
     )
     return text
-
-
-def served_scores(stack: RunningStack, query: str, documents: list[str], **extra: Any) -> list[float]:
-    status, body = http_post_json(
-        stack.gateway_url + "/v1/score",
-        {"model": stack.served_name, "text_1": query, "text_2": documents, **extra},
-        token=stack.token,
-    )
-    assert status == 200, body
-    return [item["score"] for item in sorted(body["data"], key=lambda item: item["index"])]
-
-
-def assert_close(served: list[float], reference: list[float]) -> None:
-    worst = max(abs(a - b) for a, b in zip(served, reference, strict=True))
-    assert worst < TOLERANCE, f"served {served} vs reference {reference} (max difference {worst:.2e})"
-    assert max(reference) - min(reference) > 0.05, f"the scores hardly differ ({reference}): the test proves little"
 
 
 @pytest.fixture(scope="module")

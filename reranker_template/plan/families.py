@@ -20,7 +20,7 @@ the template's tail (or, for jina-reranker-m0, the query), which is the very tok
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from reranker_template.plan.contract import TruncationMode
@@ -90,6 +90,27 @@ SENTENCE_TRANSFORMERS_V6 = Preset(
     decoder_hint=True,
 )
 
+MXBAI_RERANK_V2 = Preset(
+    name="mxbai-rerank-v2",
+    family="mixedbread-ai mxbai-rerank v2, another size or a fine-tune",
+    kind=PresetKind.LLM_RERANKER,
+    why="a Qwen2 causal LM scored by its '1' logit minus its '0' logit on mixedbread's prompt format",
+    ids=(r"mxbai-rerank-.*v2",),
+    architectures=(r"Qwen2ForCausalLM", r"Qwen2ForSequenceClassification"),
+    runner_pooling=True,
+    hf_overrides={
+        "architectures": ["Qwen2ForSequenceClassification"],
+        "classifier_from_token": ["0", "1"],
+        "method": "from_2_way_softmax",
+    },
+    template="mxbai_rerank_v2.jinja",
+    truncation=TruncationMode.SPLIT,
+    context_hint=32768,
+    decoder_hint=True,
+    license=APACHE,
+)
+
+
 PRESETS: tuple[Preset, ...] = (
     SENTENCE_TRANSFORMERS_V6,
     Preset(
@@ -145,51 +166,20 @@ PRESETS: tuple[Preset, ...] = (
         decoder_hint=True,
     ),
     *(
-        Preset(
+        # mxbai-rerank's own normalisation: sigmoid(logit - estimated_max / 2), estimated_max 9 (base), 12
+        # (large); vLLM 0.32 calls the offset logit_mean (vllm#24031 named it logit_bias).
+        replace(
+            MXBAI_RERANK_V2,
             name=f"mxbai-rerank-{size}-v2",
             family=f"mixedbread-ai/mxbai-rerank-{size}-v2",
-            kind=PresetKind.LLM_RERANKER,
-            why="a Qwen2 causal LM scored by its '1' logit minus its '0' logit on mixedbread's prompt format",
             ids=(rf"mxbai-rerank-{size}-v2",),
-            architectures=(r"Qwen2ForCausalLM", r"Qwen2ForSequenceClassification"),
-            runner_pooling=True,
-            hf_overrides={
-                "architectures": ["Qwen2ForSequenceClassification"],
-                "classifier_from_token": ["0", "1"],
-                "method": "from_2_way_softmax",
-            },
-            template="mxbai_rerank_v2.jinja",
-            truncation=TruncationMode.SPLIT,
-            context_hint=32768,
-            decoder_hint=True,
-            # mxbai-rerank's own normalisation: sigmoid(logit - estimated_max / 2), estimated_max 9 (base), 12
-            # (large); vLLM 0.32 calls the offset logit_mean (vllm#24031 named it logit_bias).
             pooler_config={"logit_mean": offset},
             calibration=f"sigmoid(logit - {offset}), mixedbread's own score normalisation for the {size} model "
             "(mxbai-rerank's predict(normalize=True)); without it every score sits near 1",
-            license=APACHE,
         )
         for size, offset in (("base", 4.5), ("large", 6.0))
     ),
-    Preset(
-        name="mxbai-rerank-v2",
-        family="mixedbread-ai mxbai-rerank v2, another size or a fine-tune",
-        kind=PresetKind.LLM_RERANKER,
-        why="a Qwen2 causal LM scored by its '1' logit minus its '0' logit on mixedbread's prompt format",
-        ids=(r"mxbai-rerank-.*v2",),
-        architectures=(r"Qwen2ForCausalLM", r"Qwen2ForSequenceClassification"),
-        runner_pooling=True,
-        hf_overrides={
-            "architectures": ["Qwen2ForSequenceClassification"],
-            "classifier_from_token": ["0", "1"],
-            "method": "from_2_way_softmax",
-        },
-        template="mxbai_rerank_v2.jinja",
-        truncation=TruncationMode.SPLIT,
-        context_hint=32768,
-        decoder_hint=True,
-        license=APACHE,
-    ),
+    MXBAI_RERANK_V2,  # another size or a fine-tune: no calibration we know
     *(
         Preset(
             name=name,

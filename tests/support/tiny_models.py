@@ -370,6 +370,21 @@ def make_bpe_tokenizer(  # type: ignore[no-untyped-def]
     return tokenizer
 
 
+# The decoder shape of the tiny preset models: head size 64 (the CPU attention backend's), one KV head (GQA, as
+# in the real checkpoints), weights wide enough (std 0.2) that prompts differ in their last hidden state.
+TINY_DECODER: dict[str, object] = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=64,
+    max_position_embeddings=1024,
+    tie_word_embeddings=False,
+    initializer_range=0.2,
+)
+
+
 def make_causal_lm_reranker(
     directory: Path,
     architecture: str,
@@ -393,22 +408,14 @@ def make_causal_lm_reranker(
     from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
 
     directory.mkdir(parents=True, exist_ok=True)
-    common = dict(
+    config = {"qwen2": Qwen2Config, "qwen3": Qwen3Config}[architecture](
+        **TINY_DECODER,
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
         torch_dtype="float32",
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config = {"qwen2": Qwen2Config, "qwen3": Qwen3Config}[architecture](**common, head_dim=64)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()
     true_id = tokenizer.convert_tokens_to_ids(true_token)
@@ -482,16 +489,8 @@ def make_llama_nemotron_reranker(directory: Path, prompts: list[str], seed: int 
     )
     tokenizer.save_pretrained(directory)
     config = LlamaConfig(
+        **TINY_DECODER,
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=64,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
         bos_token_id=bos,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|end_of_text|>"),
         num_labels=1,
