@@ -117,12 +117,15 @@ MXBAI_TASK = (
 MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
 
 
-def mxbai_reference(model: CausalLM, query: str, documents: list[str], estimated_max: float = 9.0) -> list[float]:
+def mxbai_reference(
+    model: CausalLM, query: str, documents: list[str], instruction: str = "", estimated_max: float = 9.0
+) -> list[float]:
+    lead = f"instruction: {instruction}\n" if instruction else ""  # mxbai-rerank joins them with its separator
     scores = []
     for document in documents:
         ids = [
             *model.ids(MXBAI_PREFIX),
-            *model.ids(f"query: {query}"),
+            *model.ids(f"{lead}query: {query}"),
             *model.ids("\n"),
             *model.ids(f"document: {document}"),
             *model.ids("\n"),
@@ -139,7 +142,8 @@ def mxbai_reference(model: CausalLM, query: str, documents: list[str], estimated
 def mxbai_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("models") / "mxbai-rerank-base-v2"
     prompts = [rendered("mxbai_rerank_v2.jinja", QUERY, d) for d in DOCUMENTS]
-    tokenizer = make_bpe_tokenizer(directory, [*prompts, " ".join(WORDS)], whole_tokens=("0", "1"))
+    corpus = [*prompts, " ".join(WORDS), "instruction: rank by topic only"]
+    tokenizer = make_bpe_tokenizer(directory, corpus, whole_tokens=("0", "1"))
     return make_causal_lm_reranker(directory, "qwen2", tokenizer, prompts, "1", "0", mean=4.5, std=2.0)
 
 
@@ -149,7 +153,10 @@ def test_mxbai_rerank_base_v2_scores_equal_mixedbreads_normalised_score(
     stack = serve(mxbai_model)
     plan = read_plan(stack.state_dir / "plan.json")
     assert plan.preset == "mxbai-rerank-base-v2" and plan.license == "Apache-2.0"
-    assert_close(served_scores(stack, QUERY, DOCUMENTS), mxbai_reference(CausalLM(mxbai_model), QUERY, DOCUMENTS))
+    model = CausalLM(mxbai_model)
+    assert_close(served_scores(stack, QUERY, DOCUMENTS), mxbai_reference(model, QUERY, DOCUMENTS))
+    instructed = mxbai_reference(model, QUERY, DOCUMENTS, instruction="rank by topic only")
+    assert_close(served_scores(stack, QUERY, DOCUMENTS, instruction="rank by topic only"), instructed)
 
 
 # --- zerank -------------------------------------------------------------------------------------------------
