@@ -37,6 +37,7 @@ from pathlib import Path
 import psutil
 
 from reranker_template.client.bench import BenchConfig, Workload, run_bench
+from reranker_template.errors import RerankerError
 from reranker_template.serve import bundled_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -250,14 +251,15 @@ def measure(name: str, url: str, token: str | None, args: argparse.Namespace, ro
     spent: dict[str, float] = {}
     for pid, (label, total) in after.items():
         spent[label] = spent.get(label, 0.0) + total - before.get(pid, (label, 0.0))[1]
-    print(f"[{name}] {result['pairs_per_s']} pairs/s, p50 {result['p50_ms']} ms", flush=True)
+    print(f"[{name}] {result['pairs_per_s']} pairs/s, p50 {result['latency_ms_p50']} ms", flush=True)
     return Row(
         name,
         result["pairs_per_s"],
-        result["p50_ms"],
-        result["p95_ms"],
+        result["latency_ms_p50"],
+        result["latency_ms_p95"],
         result["errors"],
         result["invalid"],
+        note=(result["first_problem"] or "")[:120],
         cpu_seconds={k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05},
         seconds=round(seconds, 1),
     )
@@ -275,6 +277,7 @@ def run_ours(names: Sequence[str], work: Path, args: argparse.Namespace) -> list
         "API_KEYS": TOKEN,
         "HF_HUB_OFFLINE": "1",
     }
+    env |= dict(item.split("=", 1) for item in args.ours_env)  # e.g. VLLM_CPU_OMP_THREADS_BIND=0-1, to try one
     log = work / "ours.log"
     process = launch([str(VENV_PYTHON.parent / "reranker"), "serve"], env, log)
     rows = []
@@ -299,7 +302,7 @@ def peer_command(name: str, art: Artefacts, work: Path, port: int) -> tuple[list
     if name == "infinity":
         cli = peer_python(work, "infinity").parent / "infinity_emb"
         argv = [str(cli), "v2", "--model-id", str(art.model_dir), "--served-model-name", MODEL, "--engine", "torch"]
-        return [*argv, "--no-compile", "--port", str(port), "--url-prefix", "/v1"], base + "/v1/health"
+        return [*argv, "--no-compile", "--port", str(port), "--url-prefix", "/v1"], base + "/health"
     python = str(peer_python(work, "peers"))
     engine, kind = name.rsplit("-", 1)
     if engine == "st":
@@ -320,7 +323,7 @@ def run_peer(name: str, art: Artefacts, work: Path, args: argparse.Namespace) ->
     try:
         wait_ready(ready, process, 900, log)
         return measure(name, f"http://127.0.0.1:{port}", None, args, process.pid)
-    except RuntimeError as exc:
+    except (RuntimeError, RerankerError) as exc:  # the others are still measured
         print(f"[{name}] failed: {exc}", file=sys.stderr, flush=True)
         return Row(name, None, None, None, 0, 0, note=str(exc).splitlines()[0][:120])
     finally:
@@ -359,6 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--doc-tokens", type=int, default=128)
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "reranker" / "compare-peers")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON after the table")
+    parser.add_argument(
+        "--ours-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for our stack (repeatable), to measure a setting before the plan adopts it",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(ALL))
