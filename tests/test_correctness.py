@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.scores import TOLERANCE, assert_close, served_scores
+from support.scores import TOLERANCE, CausalLM, assert_close, served_scores
 from support.stack_runner import RunningStack, http_get, http_post_json, minilm_dir, start_stack
 from support.tiny_models import WORDS, make_decisive_bert_cross_encoder, make_qwen3_reranker
 
@@ -167,27 +167,18 @@ class QwenReference:
     """Qwen's published scoring method (Qwen3-Reranker model card), run with transformers."""
 
     def __init__(self, model_dir: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.yes = self.tokenizer.convert_tokens_to_ids("yes")
-        self.no = self.tokenizer.convert_tokens_to_ids("no")
+        self.lm = CausalLM(model_dir)
+        self.yes, self.no = self.lm.token("yes"), self.lm.token("no")
 
     def scores(self, query: str, documents: list[str], instruction: str = QWEN3_DEFAULT_INSTRUCTION) -> list[float]:
-        prefix = self.tokenizer.encode(QWEN_PREFIX, add_special_tokens=False)
-        suffix = self.tokenizer.encode(QWEN_SUFFIX, add_special_tokens=False)
+        prefix, suffix = self.lm.ids(QWEN_PREFIX), self.lm.ids(QWEN_SUFFIX)
+        torch = self.lm.torch
         out = []
         for document in documents:
-            pair = self.tokenizer.encode(
-                f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}", add_special_tokens=False
-            )
-            with self.torch.no_grad():
-                logits = self.model(self.torch.tensor([prefix + pair + suffix])).logits[0, -1]
-            both = self.torch.stack([logits[self.no], logits[self.yes]])
-            out.append(self.torch.log_softmax(both, dim=0)[1].exp().item())
+            pair = self.lm.ids(f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}")
+            logits = self.lm.last_logits(prefix + pair + suffix)
+            both = torch.stack([logits[self.no], logits[self.yes]])
+            out.append(torch.log_softmax(both, dim=0)[1].exp().item())
         return out
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support.scores import assert_close, served_scores
+from support.scores import CausalLM, assert_close, served_scores
 from support.stack_runner import RunningStack, start_stack
 from support.tiny_models import (
     WORDS,
@@ -77,28 +76,6 @@ def serve(tmp_path_factory: pytest.TempPathFactory, vllm_cache_root: Path) -> It
     yield start
     for stack in stacks:
         stack.stop()
-
-
-class CausalLM:
-    """A causal LM's last-position logits for a token sequence, run with transformers in float32."""
-
-    def __init__(self, directory: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
-
-    def ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def last_logits(self, ids: list[int]) -> Any:
-        with self.torch.no_grad():
-            return self.model(self.torch.tensor([ids])).logits[0, -1]
-
-    def token(self, token: str) -> int:
-        return int(self.tokenizer.convert_tokens_to_ids(token))
 
 
 # --- mxbai-rerank-v2 ----------------------------------------------------------------------------------------

@@ -287,14 +287,12 @@ def inspect_cache(model: str, env: Mapping[str, str] | None = None) -> ModelInfo
     return _from_dir(model, ModelSource.CACHE, Path(config_path).parent)
 
 
-def _hub_st_reranker(model: str, sizes: Mapping[str, int], fetch: Callable[[str], Path]) -> StReranker | None:
+def _hub_st_reranker(sizes: Mapping[str, int], fetch: Callable[[str], Path]) -> StReranker | None:
     """A Sentence-Transformers v6 reranker's recipe files (small, and tokenizer.json), fetched into the cache."""
     if "config_sentence_transformers.json" not in sizes or "modules.json" not in sizes:
         return None
-    snapshot = fetch("modules.json").parent
-    for name in RECIPE_FILES:
-        if name in sizes:
-            fetch(name)
+    fetched = [fetch(name) for name in RECIPE_FILES if name in sizes]  # modules.json first: in sizes, checked
+    snapshot = fetched[0].parent
     sub = logit_score_dir(snapshot)
     if sub is None or f"{sub}/config.json" not in sizes:
         return None
@@ -341,7 +339,7 @@ def inspect_hub(
             tokenizer_config=tokenizer_config,
             weight_bytes=weights,
             weight_source="hub file sizes" if weights else "",
-            st_reranker=_hub_st_reranker(model, sizes, fetch),
+            st_reranker=_hub_st_reranker(sizes, fetch),
         )
     except HfHubHTTPError as exc:
         return ModelInfo(

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reranker_template.fileio import read_json_object
+
 # The files that describe the recipe; `inspect_hub` fetches them (with the LogitScore config) when a hub
 # model has config_sentence_transformers.json. tokenizer.json turns the token ids into vLLM's token strings.
 RECIPE_FILES = ("modules.json", "config_sentence_transformers.json", "chat_template.jinja", "tokenizer.json")
@@ -34,16 +36,12 @@ class StReranker:
     chat_template: str
 
 
-def _read(path: Path) -> Any:
+def logit_score_dir(directory: Path) -> str | None:
+    """The LogitScore module's sub-directory named by modules.json (a JSON list), or None when there is none."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        modules: Any = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def logit_score_dir(directory: Path) -> str | None:
-    """The LogitScore module's sub-directory named by modules.json, or None when there is none."""
-    modules = _read(directory / "modules.json")
     if not isinstance(modules, list):
         return None
     for module in modules:
@@ -54,8 +52,8 @@ def logit_score_dir(directory: Path) -> str | None:
 
 def _token_strings(directory: Path) -> dict[int, str]:
     """id -> token string from tokenizer.json (the vocabulary and the added tokens)."""
-    data = _read(directory / "tokenizer.json")
-    if not isinstance(data, dict):
+    data = read_json_object(directory / "tokenizer.json")
+    if data is None:
         return {}
     vocab = (data.get("model") or {}).get("vocab") or {}
     strings = {int(i): str(t) for t, i in vocab.items()} if isinstance(vocab, dict) else {}
@@ -67,17 +65,17 @@ def _token_strings(directory: Path) -> dict[int, str]:
 def read_st_reranker(directory: Path) -> StReranker | None:
     """The recipe, or None when the directory is not a Sentence-Transformers v6 causal-LM CrossEncoder (or a
     file it needs is missing or unreadable: then the model is planned like any other)."""
-    config = _read(directory / "config_sentence_transformers.json")
+    config = read_json_object(directory / "config_sentence_transformers.json")
     sub = logit_score_dir(directory)
-    if not isinstance(config, dict) or config.get("model_type") != "CrossEncoder" or sub is None:
+    if config is None or config.get("model_type") != "CrossEncoder" or sub is None:
         return None
-    head = _read(directory / sub / "config.json")
+    head = read_json_object(directory / sub / "config.json")
     template = directory / "chat_template.jinja"
-    strings = _token_strings(directory)
-    false_id = head.get("false_token_id") if isinstance(head, dict) else None
-    if not isinstance(head, dict) or not template.is_file() or head.get("true_token_id") not in strings:
+    if head is None or not template.is_file():
         return None
-    if false_id is not None and false_id not in strings:
+    strings = _token_strings(directory)
+    false_id = head.get("false_token_id")
+    if head.get("true_token_id") not in strings or (false_id is not None and false_id not in strings):
         return None
     prompts = config.get("prompts") or {}
     default = config.get("default_prompt_name")

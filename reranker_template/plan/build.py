@@ -134,6 +134,13 @@ def merge_flags(flags: Sequence[Flag], user: UserArgs) -> tuple[list[str], list[
     return argv, reasons
 
 
+def _scores_token_logits(command: UserArgs) -> bool:
+    """vLLM scores a causal LM's token logits (--hf-overrides with is_original_qwen3_reranker or
+    classifier_from_token): such a model needs its authors' prompt format, i.e. a score template."""
+    overrides = command.value("--hf-overrides") or ""
+    return any(key in overrides for key in ("is_original_qwen3_reranker", "classifier_from_token"))
+
+
 def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime: Runtime) -> Plan:
     """Settings + facts -> the plan: every flag with its reason, the layout, and the request-time policies.
 
@@ -157,9 +164,8 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
 
     final = UserArgs(command)
     max_model_len = final.int_value("--max-model-len")
-    overrides = final.value("--hf-overrides") or ""  # scored by token logits: needs its prompt format
-    yes_no_scoring = any(key in overrides for key in ("is_original_qwen3_reranker", "classifier_from_token"))
-    split = final.has("--chat-template") or choice.truncation is TruncationMode.SPLIT
+    score_template = final.has("--chat-template")
+    split = score_template or choice.truncation is TruncationMode.SPLIT
     truncation = decide_truncation(settings.truncate, split, max_model_len, len(settings.rerank_instruction or ""))
     reasons = (
         *([model.note] if model.note else []),
@@ -188,8 +194,8 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         gpus=hardware.gpus,
         model_source=model.source,
         max_model_len=max_model_len,
-        score_template=final.has("--chat-template"),
-        yes_no_scoring=yes_no_scoring,
+        score_template=score_template,
+        yes_no_scoring=_scores_token_logits(final),
         truncation=truncation,
         license=choice.license.name if choice.license else None,
         non_commercial=choice.license is not None and choice.license.non_commercial,

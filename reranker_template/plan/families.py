@@ -70,7 +70,7 @@ class Preset:
     context_hint: int | None = None  # the family's context length, used when config.json is unknown
     decoder_hint: bool | None = None  # decoder (True) or encoder-only (False) when config.json is unknown
     prefix_caching: bool = True  # for decoders: does a prefix repeat across one call's documents?
-    pooler_config: Mapping[str, object] | None = None  # the authors' score calibration (logit_bias, logit_scale)
+    pooler_config: Mapping[str, object] | None = None  # the authors' score calibration (logit_mean, logit_sigma)
     calibration: str = ""  # what pooler_config reproduces, for the reason line
     license: License | None = None
     refusal: str = ""  # vLLM 0.32 cannot serve it right: why, and what to use instead (the plan stops)

@@ -76,6 +76,11 @@ def qwen3_template(instruction: str | None) -> str:
     return text.replace(line, "{%- set default_instruction = " + json.dumps(instruction) + " -%}")
 
 
+def _compact_json(value: object) -> str:
+    """A JSON flag value without spaces: one shell word in `reranker plan`'s command line."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def st_v6_template(st: StReranker) -> str:
     """The model's own chat template, given the system message sentence-transformers adds: the request's
     `instruction` when it sends one (it replaces the prompt, as `predict(prompt=...)` does), else the model's
@@ -100,7 +105,7 @@ def st_v6_flags(st: StReranker) -> list[Flag]:
         overrides = {"classifier_from_token": [st.false_token, st.true_token], "method": "from_2_way_softmax"}
         scored = f"logit({st.true_token!r}) - logit({st.false_token!r})"
     flags = [
-        Flag("--hf-overrides", json.dumps(overrides, separators=(",", ":")), f"{name}: its LogitScore scores {scored}"),
+        Flag("--hf-overrides", _compact_json(overrides), f"{name}: its LogitScore scores {scored}"),
         Flag(
             "--chat-template",
             st_v6_template(st),
@@ -108,7 +113,9 @@ def st_v6_flags(st: StReranker) -> list[Flag]:
         ),
     ]
     if st.activation == IDENTITY:
-        flags.append(Flag("--pooler-config", '{"use_activation":false}', f"{name}: its activation is Identity"))
+        flags.append(
+            Flag("--pooler-config", _compact_json({"use_activation": False}), f"{name}: its activation is Identity")
+        )
     elif st.activation != SIGMOID:
         raise PlanError(
             f"{SENTENCE_TRANSFORMERS_V6.family}: its activation_fn {st.activation} has no vLLM equivalent "
@@ -155,16 +162,12 @@ def preset_flags(settings: Settings, preset: Preset) -> list[Flag]:
     if preset.convert_classify:
         flags.append(Flag("--convert", "classify", f"{preset.name}: turn the causal LM into a one-logit classifier"))
     if preset.hf_overrides:
-        flags.append(
-            Flag(
-                "--hf-overrides", json.dumps(preset.hf_overrides, separators=(",", ":")), f"{preset.name}: {preset.why}"
-            )
-        )
+        flags.append(Flag("--hf-overrides", _compact_json(preset.hf_overrides), f"{preset.name}: {preset.why}"))
     if preset.pooler_config:
         flags.append(
             Flag(
                 "--pooler-config",
-                json.dumps(preset.pooler_config, separators=(",", ":")),
+                _compact_json(preset.pooler_config),
                 f"{preset.name}: {preset.calibration}",
             )
         )

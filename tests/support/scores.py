@@ -1,7 +1,8 @@
-"""Scores through the stack's gateway, and the 1e-3 comparison with a reference that every score test uses."""
+"""Scores through the stack's gateway, the 1e-3 comparison with a reference, and a causal LM to compute one with."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from support.stack_runner import RunningStack, http_post_json
@@ -27,3 +28,25 @@ def assert_close(served: list[float], reference: list[float]) -> None:
     assert max(reference) - min(reference) > 0.05, (
         f"the scores hardly differ ({reference}): the comparison would prove little"
     )
+
+
+class CausalLM:
+    """A causal LM's last-position logits for a token sequence, run with transformers in float32."""
+
+    def __init__(self, directory: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+
+    def ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def last_logits(self, ids: list[int]) -> Any:
+        with self.torch.no_grad():
+            return self.model(self.torch.tensor([ids])).logits[0, -1]
+
+    def token(self, token: str) -> int:
+        return int(self.tokenizer.convert_tokens_to_ids(token))

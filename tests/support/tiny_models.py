@@ -278,6 +278,29 @@ def make_qwen3_reranker(directory: Path, corpus: list[str], seed: int = 0, noise
     return directory
 
 
+def _spread(pooled, mean: float = 0.0, std: float = 2.0, bias: bool = True):  # type: ignore[no-untyped-def]
+    """(weights, bias) of a one-logit linear head whose logits over `pooled` have this mean and standard
+    deviation, along the direction in which the pooled vectors differ most. Without a bias, the mean is set
+    through the mean pooled vector's direction instead."""
+    import torch
+
+    direction = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False).Vh[0]
+    weights = direction * (std / (pooled @ direction).std())
+    centre = pooled.mean(0)
+    shift = mean - float(centre @ weights)
+    if bias:
+        return weights, shift
+    return weights + shift * centre / centre.norm() ** 2, 0.0
+
+
+def _spread_head(pooled, head) -> None:  # type: ignore[no-untyped-def]
+    """Set a one-logit linear `head` so that its logits over `pooled` have mean 0 and standard deviation 2."""
+    weights, bias = _spread(pooled, bias=head.bias is not None)
+    head.weight.copy_(weights.unsqueeze(0))
+    if head.bias is not None:
+        head.bias.fill_(bias)
+
+
 def make_decisive_bert_cross_encoder(directory: Path, pairs: list[tuple[str, str]], seed: int = 0) -> Path:
     """A BertForSequenceClassification cross-encoder whose scores spread over (0, 1) on `pairs`.
 
@@ -306,11 +329,7 @@ def make_decisive_bert_cross_encoder(directory: Path, pairs: list[tuple[str, str
     model = BertForSequenceClassification(config).eval()
     with torch.no_grad():
         pooled = torch.stack([model.bert(**tokenizer(q, d, return_tensors="pt")).pooler_output[0] for q, d in pairs])
-        direction = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False).Vh[0]  # where the pairs differ most
-        raw = pooled @ direction
-        scale = 2.0 / raw.std()
-        model.classifier.weight.copy_((direction * scale).unsqueeze(0))
-        model.classifier.bias.fill_(float(-raw.mean() * scale))
+        _spread_head(pooled, model.classifier)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
@@ -426,13 +445,7 @@ def make_causal_lm_reranker(
                 for p in prompts
             ]
         )
-        direction = torch.linalg.svd(states - states.mean(0), full_matrices=False).Vh[0]
-        raw = states @ direction
-        weights = direction * (std / raw.std())
-        offset_dir = states.mean(0) / states.mean(0).norm() ** 2  # adds `mean` to every prompt's logit, about
-        shifted = states @ weights
-        weights = weights + offset_dir * (mean - shifted.mean())
-        model.lm_head.weight[true_id] = weights
+        model.lm_head.weight[true_id] = _spread(states, mean, std, bias=False)[0]
         if false_token is not None:
             model.lm_head.weight[tokenizer.convert_tokens_to_ids(false_token)] = 0.0
     model.save_pretrained(directory, safe_serialization=True)
@@ -440,22 +453,6 @@ def make_causal_lm_reranker(
 
 
 # --- tiny encoder rerankers for the other presets (llama-nemotron-rerank, gte-reranker-modernbert) ----------
-
-
-def _spread_head(pooled, head) -> None:  # type: ignore[no-untyped-def]
-    """Set a one-logit linear `head` so that its logits over `pooled` have mean 0 and standard deviation 2."""
-    import torch
-
-    direction = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False).Vh[0]
-    raw = pooled @ direction
-    scale = 2.0 / raw.std()
-    head.weight.copy_((direction * scale).unsqueeze(0))
-    offset = (pooled.mean(0) @ direction) * scale
-    if head.bias is not None:
-        head.bias.fill_(float(-offset))
-    else:  # no bias: the mean logit is cancelled through the mean pooled vector's direction instead
-        mean = pooled.mean(0)
-        head.weight.sub_((offset * mean / mean.norm() ** 2).unsqueeze(0))
 
 
 def bidirectional_mean_pool(model, tokenizer, text: str):  # type: ignore[no-untyped-def]
