@@ -15,6 +15,7 @@ import pytest
 from support.nvidia import build_hf_cache, fake_smi_env
 
 from reranker_template.errors import PlanError
+from reranker_template.facts.gpus import Gpu
 from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo, ModelSource
 from reranker_template.plan import Plan, make_plan
@@ -254,3 +255,21 @@ def test_reranker_plan_command(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("reranker: PARALLEL_MODE=dp") and result.stderr.count("\n") == 1
+
+
+L4 = Gpu(index=0, name="NVIDIA L4", memory_mib=23034, compute_capability=8.9, uuid="GPU-0")
+
+
+@pytest.mark.parametrize(
+    "hardware,vllm_args,budget",
+    [
+        (CPU_PLAIN, "", "2048"),  # a CPU: small forward passes stay in its cache
+        (Hardware(gpus=(L4,)), "", "8192"),  # a GPU: big batches keep it busy
+        (CPU_PLAIN, "--max-model-len 4096", "4096"),  # never below one whole pair
+    ],
+)
+def test_an_encoders_batch_budget_follows_the_device_and_holds_a_pair(
+    hardware: Hardware, vllm_args: str, budget: str
+) -> None:
+    plan = plan_for({"VLLM_ARGS": vllm_args}, hardware=hardware)
+    assert UserArgs(plan.vllm_command).value("--max-num-batched-tokens") == budget

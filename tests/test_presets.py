@@ -341,7 +341,7 @@ FAMILIES = [
         {"model_max_length": 512},
         None,
         "bge-reranker",
-        {"--max-model-len": "512", "--max-num-batched-tokens": "8192"},
+        {"--max-model-len": "512", "--max-num-batched-tokens": "2048"},
     ),
     (
         "ms-marco-MiniLM-L-6-v2",
@@ -349,7 +349,7 @@ FAMILIES = [
         {"model_max_length": 512},
         None,
         "cross-encoder",
-        {"--max-model-len": "512", "--max-num-batched-tokens": "8192"},
+        {"--max-model-len": "512", "--max-num-batched-tokens": "2048"},
     ),
     (
         "all-MiniLM-L6-v2",
@@ -357,7 +357,7 @@ FAMILIES = [
         {"model_max_length": 512},
         {"max_seq_length": 256},
         "embedding",
-        {"--runner": "pooling", "--max-model-len": "256", "--max-num-batched-tokens": "8192"},
+        {"--runner": "pooling", "--max-model-len": "256", "--max-num-batched-tokens": "2048"},
     ),
 ]
 

@@ -23,6 +23,9 @@ from support.stack_runner import (
 )
 from support.tiny_models import make_bert_cross_encoder
 
+from reranker_template.facts.machine import read_cpu_info
+from reranker_template.plan.cpu_threads import RESERVE_FROM_CORES
+
 pytestmark = pytest.mark.vllm
 
 GREEN_TEA_QUERY = "What are the health benefits of green tea?"
@@ -84,6 +87,22 @@ def test_services_run_under_supervisord_with_log_files(minilm_stack: RunningStac
     vllm_log = (minilm_stack.state_dir / "logs" / "vllm.log").read_text()
     assert "Application startup complete" in vllm_log
     assert (minilm_stack.state_dir / "logs" / "gateway.log").exists()
+
+
+def test_vllms_worker_computes_on_every_core_of_a_small_cpu(minilm_stack: RunningStack) -> None:
+    """On fewer than 6 cores no core is kept back for the scheduler (plan/cpu_threads.py); on more, one is."""
+    workers = [
+        pid
+        for pid in processes_with_env("RERANKER_STATE_DIR", str(minilm_stack.state_dir))
+        if Path(f"/proc/{pid}/comm").read_text().startswith("VLLM::Worker")
+    ]
+    assert len(workers) == 1, workers
+    environ = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{workers[0]}/environ").read_text().split("\0") if "=" in entry
+    )
+    cores = read_cpu_info({}).worker_cores
+    expected = cores if cores < RESERVE_FROM_CORES else cores - 1
+    assert environ["OMP_NUM_THREADS"] == str(expected), (cores, environ.get("KMP_AFFINITY"))
 
 
 def test_health_reports_ready_and_quality(minilm_stack: RunningStack) -> None:

@@ -25,8 +25,21 @@ BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 @dataclass(frozen=True)
 class CpuInfo:
-    cores: int
+    """The CPUs this process may run on, their instruction set, and how vLLM-CPU will bind its threads."""
+
+    cores: int  # logical CPUs this process may run on
     flags: frozenset[str] = frozenset()
+    # Physical cores among them on the NUMA node vLLM-CPU binds its worker to: its worker runs one OpenMP
+    # thread per physical core there (vllm/utils/ompmultiprocessing.py). None: not observed (use `cores`).
+    node_physical_cores: int | None = None
+    # The stack's own VLLM_CPU_OMP_THREADS_BIND / VLLM_CPU_NUM_OF_RESERVED_CPU: the user's binding, if any.
+    threads_bind: str | None = None
+    reserved_cpus: str | None = None
+
+    @property
+    def worker_cores(self) -> int:
+        """The cores vLLM's worker computes on before any is reserved."""
+        return self.node_physical_cores or self.cores
 
     @property
     def has_fp16(self) -> bool:
@@ -92,7 +105,35 @@ class Hardware:
         return Device.CUDA if self.gpus else Device.CPU
 
 
-def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+def _allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def _node_physical_cores(cpus: list[int], root: Path) -> int | None:
+    """Distinct physical cores among `cpus` on the first CPU's NUMA node, read from sysfs as vLLM reads
+    them (lscpu's CORE and NODE columns); None when the topology is not exposed."""
+    system = root / "sys/devices/system/cpu"
+    node = _first_cpu_node(root)
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        directory = system / f"cpu{cpu}"
+        nodes = [link.name for link in directory.glob("node[0-9]*")]
+        if nodes and nodes[0] != f"node{node}":
+            continue
+        try:
+            package = (directory / "topology/physical_package_id").read_text().strip()
+            core = (directory / "topology/core_id").read_text().strip()
+        except OSError:
+            return None
+        cores.add((package, core))
+    return len(cores) or None
+
+
+def read_cpu_info(
+    env: Mapping[str, str] | None = None, cpuinfo: Path = Path("/proc/cpuinfo"), root: Path = Path("/")
+) -> CpuInfo:
+    """The CPU facts (see CpuInfo); `root` is "/" except in tests."""
+    env = os.environ if env is None else env
     flags: frozenset[str] = frozenset()
     try:
         for line in cpuinfo.read_text().splitlines():
@@ -101,8 +142,14 @@ def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return CpuInfo(cores=cores, flags=flags)
+    cpus = _allowed_cpus()
+    return CpuInfo(
+        cores=len(cpus),
+        flags=flags,
+        node_physical_cores=_node_physical_cores(cpus, root),
+        threads_bind=env.get("VLLM_CPU_OMP_THREADS_BIND") or None,
+        reserved_cpus=env.get("VLLM_CPU_NUM_OF_RESERVED_CPU") or None,
+    )
 
 
 def find_runtime(prefixes: tuple[Path, ...] | None = None) -> Runtime:
@@ -135,7 +182,7 @@ def _int_file(path: Path) -> int | None:
 
 def _first_cpu_node(root: Path) -> int:
     """The NUMA node of the first CPU this process may run on (vLLM binds its worker there)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    cpus = _allowed_cpus()
     for link in (root / "sys/devices/system/cpu" / f"cpu{cpus[0] if cpus else 0}").glob("node[0-9]*"):
         return int(link.name[4:])
     return 0
@@ -200,7 +247,7 @@ def detect_hardware(env: Mapping[str, str] | None = None, gpu_count_hint: int | 
     gpus, source = detect_gpus(env, gpu_count_hint)
     return Hardware(
         gpus=tuple(gpus),
-        cpu=read_cpu_info(),
+        cpu=read_cpu_info(env),
         gpu_source=source,
         memory=read_cpu_memory(env),
         shared_memory=read_shared_memory(env),

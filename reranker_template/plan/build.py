@@ -15,6 +15,7 @@ from reranker_template.facts.model import ModelInfo
 from reranker_template.plan.compile import compile_flags
 from reranker_template.plan.contract import Device, Plan, TruncationMode
 from reranker_template.plan.cpu_memory import plan_cpu_memory
+from reranker_template.plan.cpu_threads import cpu_thread_env
 from reranker_template.plan.flags import Flag
 from reranker_template.plan.frontend import api_server_flags, entry_argv
 from reranker_template.plan.layout import plan_layout
@@ -79,7 +80,8 @@ def _cpu_preload(runtime: Runtime) -> tuple[dict[str, str], str]:
 def _cpu_mode(
     hardware: Hardware, runtime: Runtime, model: ModelInfo, user: UserArgs, flags: Sequence[Flag]
 ) -> tuple[list[Flag], dict[str, str], list[str]]:
-    """CPU mode's flags (dtype, the memory vLLM sets aside), environment and reasons; nothing on a GPU machine.
+    """CPU mode's flags (dtype, the memory vLLM sets aside), environment (preloads, thread binding) and
+    reasons; nothing on a GPU machine.
 
     The memory is sized for the command as vLLM will read it: `flags` (ours so far) and the dtype merged
     with VLLM_ARGS (plan/cpu_memory.py states the rule); PlanError when the model cannot fit.
@@ -87,11 +89,12 @@ def _cpu_mode(
     if hardware.device is not Device.CPU:
         return [], {}, []
     env, why = _cpu_preload(runtime)
+    thread_env, threads_reason = cpu_thread_env(hardware.cpu)
     dtype = _cpu_dtype(hardware.cpu)
     planned, _ = merge_flags([*flags, dtype], user)
     memory_flags, memory_reasons = plan_cpu_memory(model, hardware.memory, UserArgs(tuple(planned)), user)
     shm_reason = check_shared_memory(hardware.shared_memory)
-    return [dtype, *memory_flags], env, [why, *memory_reasons, shm_reason]
+    return [dtype, *memory_flags], {**env, **thread_env}, [why, threads_reason, *memory_reasons, shm_reason]
 
 
 def _base_flags(settings: Settings) -> list[Flag]:
@@ -151,7 +154,7 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
     user = UserArgs(settings.vllm_args)
     _check_user_args(user)
     choice = choose_preset(settings, model)
-    lengths, length_reasons = length_flags(model, choice.preset, user)
+    lengths, length_reasons = length_flags(model, choice.preset, user, hardware.device)
     layout = plan_layout(settings, hardware.gpus, model, user)
     front = api_server_flags(layout.data_parallel_size, hardware.cpu.cores)
     compiled, compile_reason = compile_flags(hardware.device, model, user)

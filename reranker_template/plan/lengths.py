@@ -8,7 +8,12 @@ The rules:
 - An embedding model whose sentence_bert_config.json we cannot see keeps vLLM's own derivation (that file
   may set a lower limit, and a larger --max-model-len would stop vLLM at start-up).
 - Encoder-only models have no chunked prefill, so one batch must hold a whole pair:
-  `--max-num-batched-tokens >= --max-model-len` (and never below 8192).
+  `--max-num-batched-tokens >= --max-model-len`. Beyond that, on a GPU never below 8192 (vLLM's larger
+  default budget: big batches keep a GPU busy); on a CPU never below 2048: a forward pass of 2048 tokens
+  keeps each layer's activations in the CPU's last-level cache (12 MiB for MiniLM-L12's widest in float32,
+  48 MiB at 8192), and on
+  2 cores it gave 12.2-12.8 pairs/s against 8.9-10.9 with 8192 and 9.3-10.9 with 16384 (1024: 12.2-12.6;
+  BENCHMARKS.md, "CPU throughput against the peers").
 - Decoder rerankers get `--enable-prefix-caching`: the system prompt, instruction and query repeat across
   one call's documents (not for families whose prompt puts the document first).
 A --max-model-len in VLLM_ARGS wins, and the batch budget follows it.
@@ -17,14 +22,15 @@ A --max-model-len in VLLM_ARGS wins, and the batch budget follows it.
 from __future__ import annotations
 
 from reranker_template.facts.model import ModelInfo
+from reranker_template.plan.contract import Device
 from reranker_template.plan.families import Preset, PresetKind
 from reranker_template.plan.flags import Flag
 from reranker_template.plan.user_args import UserArgs
 
 DEFAULT_MAX_MODEL_LEN = 8192
-# vLLM's default batch budget on a GPU API server is 2048-8192 tokens; for encoder-only models we never go below
-# the larger one, and never below --max-model-len (a pair longer than the batch budget could not be scheduled).
-ENCODER_MIN_BATCHED_TOKENS = 8192
+# An encoder-only model's smallest batch budget (the module docstring says why), and never below --max-model-len
+# (a pair longer than the batch budget could not be scheduled).
+ENCODER_MIN_BATCHED_TOKENS = {Device.CUDA: 8192, Device.CPU: 2048}
 # RoBERTa-style models count two position slots for padding: 514 positions hold 512 tokens.
 _PADDING_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
 
@@ -80,8 +86,11 @@ def _max_model_len(model: ModelInfo, preset: Preset | None) -> tuple[Flag | None
     return Flag("--max-model-len", str(chosen), source + capped), None
 
 
-def length_flags(model: ModelInfo, preset: Preset | None, user: UserArgs) -> tuple[list[Flag], list[str]]:
-    """--max-model-len, --max-num-batched-tokens and prefix caching, from the model's facts (rules above)."""
+def length_flags(
+    model: ModelInfo, preset: Preset | None, user: UserArgs, device: Device
+) -> tuple[list[Flag], list[str]]:
+    """--max-model-len, --max-num-batched-tokens and prefix caching, from the model's facts and the device
+    (rules above)."""
     flags: list[Flag] = []
     reasons: list[str] = []
     max_len, why_none = _max_model_len(model, preset)
@@ -93,13 +102,11 @@ def length_flags(model: ModelInfo, preset: Preset | None, user: UserArgs) -> tup
         reasons.append(why_none)
     decoder = _is_decoder(model, preset)
     if decoder is False:
-        flags.append(
-            Flag(
-                "--max-num-batched-tokens",
-                str(max(user_len or 0, ENCODER_MIN_BATCHED_TOKENS)),
-                "encoder-only models have no chunked prefill: one batch must hold a whole pair (>= --max-model-len)",
-            )
-        )
+        floor = ENCODER_MIN_BATCHED_TOKENS[device]
+        why = "encoder-only models have no chunked prefill: one batch must hold a whole pair (>= --max-model-len)"
+        if device is Device.CPU:
+            why += f"; at least {floor} on a CPU, where smaller forward passes stay in its cache (BENCHMARKS.md)"
+        flags.append(Flag("--max-num-batched-tokens", str(max(user_len or 0, floor)), why))
     elif decoder and (preset is None or (preset.kind is not PresetKind.EMBEDDING and preset.prefix_caching)):
         flags.append(
             Flag(
