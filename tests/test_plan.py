@@ -80,6 +80,19 @@ def test_cpu_mode_uses_float16_and_intel_openmp_when_the_cpu_has_fp16() -> None:
     assert any("avx512_fp16" in reason for reason in plan.reasons)
 
 
+def test_cpu_mode_preloads_tcmalloc_when_installed_and_says_how_to_install_it_otherwise() -> None:
+    with_tcmalloc = Runtime(
+        python="/venv/bin/python",
+        openmp_library="/venv/lib/libiomp5.so",
+        tcmalloc_library="/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    )
+    plan = make_plan(load_settings({"MODEL_NAME": "/m"}), CPU_PLAIN, MINILM, with_tcmalloc)
+    assert plan.vllm_env["LD_PRELOAD"] == "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4:/venv/lib/libiomp5.so"
+    without = plan_for({}, hardware=CPU_PLAIN)
+    assert any("apt install libtcmalloc-minimal4" in reason for reason in without.reasons)
+    assert not any("apt install" in reason for reason in plan.reasons)
+
+
 def test_cpu_mode_with_bf16_but_no_fp16_uses_bfloat16() -> None:
     assert UserArgs(plan_for({}, hardware=CPU_BF16).vllm_command).value("--dtype") == "bfloat16"
 
