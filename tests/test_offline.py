@@ -72,7 +72,8 @@ def test_server_flags_become_the_same_engine_arguments(tmp_path: Path) -> None:
     assert args.hf_overrides == {"architectures": ["Qwen3ForSequenceClassification"]}
     assert args.enable_prefix_caching is True and args.max_num_batched_tokens == 1024
     assert options.chat_template == str(template)  # a front-end option: given to the LLM separately
-    assert options.env == {"LD_PRELOAD": "/lib/libiomp5.so"}  # the plan's environment for vLLM
+    # the plan's environment for vLLM: Intel OpenMP, and both cores of this 2-core CPU computing
+    assert options.env == {"LD_PRELOAD": "/lib/libiomp5.so", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     changed = options.changed()
     assert {"host", "port", "disable_uvicorn_access_log"}.isdisjoint(changed)  # server-only flags drop out
     assert changed["dtype"] == "bfloat16" and changed["max_model_len"] == 512
