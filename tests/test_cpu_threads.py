@@ -34,8 +34,8 @@ def plan_for(hardware: Hardware) -> Plan:
     [
         (CpuInfo(cores=2), "0"),  # vLLM would compute on one core of two
         (CpuInfo(cores=8, node_physical_cores=4), "0"),  # 4 cores with SMT: one thread per core
-        (CpuInfo(cores=5), "0"),
-        (CpuInfo(cores=6), None),  # vLLM's own binding from 6 cores up
+        (CpuInfo(cores=4), "0"),
+        (CpuInfo(cores=5), None),  # vLLM's own binding from 5 cores up
         (CpuInfo(cores=64, node_physical_cores=32), None),
         (CpuInfo(cores=1), None),  # nothing to keep back
     ],

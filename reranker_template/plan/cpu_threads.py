@@ -7,15 +7,15 @@ those need grows with the throughput, while the worker's loss is one core out of
 
 - Measured on 2 cores with the bundled MiniLM-L12 cross-encoder (BENCHMARKS.md, "CPU throughput against
   the peers"): with one core kept back the worker computes on one core and the other sits ~88% idle
-  (6.3 pairs/s); with none kept back, 11.4 pairs/s, and the engine core, API server and gateway together
-  spend ~6% of the wall time of one core, taken in turns from the worker.
-- That share scales with pairs/s, so roughly 3% of a core per core of throughput: below 6 cores it costs
-  the worker less than a whole reserved core would (on 4 cores ~12% against 25%), from 6 up the reserved
-  core is the cheaper price and keeps the scheduler from stalling the worker's threads.
+  (6.3 pairs/s); with none kept back, 11.4-13.3 pairs/s, and the engine core, API server and gateway
+  together take 5-11% of one core's time, in turns from the worker.
+- That share grows with pairs/s, so about 3-6% of a core per core of throughput: up to 4 cores it costs
+  the worker less than a whole kept-back core (at 4: 10-22% against 25%); from 5 up a kept-back core costs
+  20% or less and keeps the scheduler off the worker's cores.
 
-Rule: fewer than 6 physical cores -> `VLLM_CPU_NUM_OF_RESERVED_CPU=0` (vLLM still chooses the NUMA node
+Rule: fewer than 5 physical cores -> `VLLM_CPU_NUM_OF_RESERVED_CPU=0` (vLLM still chooses the NUMA node
 and one thread per physical core; it logs a warning that 0 is below its minimum, which the reason
-pre-empts); 6 or more -> vLLM's own binding. A VLLM_CPU_OMP_THREADS_BIND or VLLM_CPU_NUM_OF_RESERVED_CPU
+pre-empts); 5 or more -> vLLM's own binding. A VLLM_CPU_OMP_THREADS_BIND or VLLM_CPU_NUM_OF_RESERVED_CPU
 in the stack's environment is the user's choice and is left alone.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from reranker_template.facts.machine import CpuInfo
 
 # Below this many physical cores, the worker computes on all of them (the module docstring says why).
-RESERVE_FROM_CORES = 6
+RESERVE_FROM_CORES = 5
 
 
 def cpu_thread_env(cpu: CpuInfo) -> tuple[dict[str, str], str]:
@@ -39,7 +39,7 @@ def cpu_thread_env(cpu: CpuInfo) -> tuple[dict[str, str], str]:
     if cores >= RESERVE_FROM_CORES:
         return {}, (
             f"CPU threads: vLLM's binding: its worker computes on {cores - 1} of {cores} cores, one is kept for its "
-            "scheduler, its API server and the gateway (cheaper than sharing from 6 cores up)"
+            f"scheduler, its API server and the gateway (cheaper than sharing from {RESERVE_FROM_CORES} cores up)"
         )
     return {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, (
         f"CPU threads: VLLM_CPU_NUM_OF_RESERVED_CPU=0: the worker computes on all {cores} cores instead of "

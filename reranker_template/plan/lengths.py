@@ -11,9 +11,8 @@ The rules:
   `--max-num-batched-tokens >= --max-model-len`. Beyond that, on a GPU never below 8192 (vLLM's larger
   default budget: big batches keep a GPU busy); on a CPU never below 2048: a forward pass of 2048 tokens
   keeps each layer's activations in the CPU's last-level cache (12 MiB for MiniLM-L12's widest in float32,
-  48 MiB at 8192), and on
-  2 cores it gave 12.2-12.8 pairs/s against 8.9-10.9 with 8192 and 9.3-10.9 with 16384 (1024: 12.2-12.6;
-  BENCHMARKS.md, "CPU throughput against the peers").
+  48 MiB at 8192), and on 2 cores it gave 12.2-12.8 pairs/s against 8.9-10.9 with 8192 and 9.3-10.9 with
+  16384 (1024: 12.2-12.6; BENCHMARKS.md, "CPU throughput against the peers").
 - Decoder rerankers get `--enable-prefix-caching`: the system prompt, instruction and query repeat across
   one call's documents (not for families whose prompt puts the document first).
 A --max-model-len in VLLM_ARGS wins, and the batch budget follows it.
