@@ -119,7 +119,7 @@ def test_ctrl_c_while_waiting_offers_to_destroy(env, fake, gateway):
             "--timeout",
             "60",
         ],
-        env=env,
+        env={**env, "PYTHONFAULTHANDLER": "1"},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -133,7 +133,14 @@ def test_ctrl_c_while_waiting_offers_to_destroy(env, fake, gateway):
             assert time.monotonic() < deadline, "launch never reached the /health wait"
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate("y\n", timeout=30)
+        try:
+            out, err = proc.communicate("y\n", timeout=30)
+        except subprocess.TimeoutExpired:
+            # Seen once in a full run (not reproduced in 26 runs since): say where it hangs. With
+            # PYTHONFAULTHANDLER=1, SIGSEGV makes Python print every thread's stack before it dies.
+            proc.send_signal(signal.SIGSEGV)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"launch did not finish within 30 s of Ctrl-C; its threads:\n{err}")
     finally:
         proc.kill()
     assert proc.returncode == 130, err
