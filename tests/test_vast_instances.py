@@ -136,7 +136,7 @@ def test_ctrl_c_while_waiting_offers_to_destroy(env, fake, gateway):
         try:
             out, err = proc.communicate("y\n", timeout=30)
         except subprocess.TimeoutExpired:
-            # Seen in a full run and once in 29 runs beside CPU burners: say where it hangs. With
+            # Rare (once in a full run, once in 74 runs beside CPU burners): say where it hangs. With
             # PYTHONFAULTHANDLER=1, SIGSEGV makes Python print every thread's stack before it dies.
             proc.send_signal(signal.SIGSEGV)
             _, err = proc.communicate(timeout=30)
