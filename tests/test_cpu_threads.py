@@ -10,23 +10,17 @@ import os
 from pathlib import Path
 
 import pytest
+from support.nvidia import plan_on
 
-from reranker_template.facts.gpus import Gpu
-from reranker_template.facts.machine import CpuInfo, Hardware, Runtime, read_cpu_info
+from reranker_template.facts.machine import CpuInfo, read_cpu_info
 from reranker_template.facts.model import ModelInfo, ModelSource
-from reranker_template.plan import Plan, make_plan
-from reranker_template.settings import load_settings
+from reranker_template.plan.cpu_threads import cpu_thread_env
 
-RUNTIME = Runtime(python="/venv/bin/python", openmp_library="/venv/lib/libiomp5.so")
-MINILM = ModelInfo(
+CROSS_ENCODER = ModelInfo(
     name="/m",
     source=ModelSource.LOCAL,
-    config={"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512},
+    config={"architectures": ["BertForSequenceClassification"], "model_type": "bert", "max_position_embeddings": 512},
 )
-
-
-def plan_for(hardware: Hardware) -> Plan:
-    return make_plan(load_settings({"MODEL_NAME": "/m"}), hardware, MINILM, RUNTIME)
 
 
 @pytest.mark.parametrize(
@@ -41,10 +35,10 @@ def plan_for(hardware: Hardware) -> Plan:
     ],
 )
 def test_cpu_mode_computes_on_every_core_of_a_small_cpu(cpu: CpuInfo, reserved: str | None) -> None:
-    plan = plan_for(Hardware(cpu=cpu))
-    assert plan.vllm_env.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
-    assert "VLLM_CPU_OMP_THREADS_BIND" not in plan.vllm_env
-    assert any(reason.startswith("CPU threads: ") for reason in plan.reasons)
+    env, reason = cpu_thread_env(cpu)
+    assert env.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in env
+    assert reason.startswith("CPU threads: ")
 
 
 @pytest.mark.parametrize(
@@ -52,16 +46,17 @@ def test_cpu_mode_computes_on_every_core_of_a_small_cpu(cpu: CpuInfo, reserved: 
     [CpuInfo(cores=2, threads_bind="0"), CpuInfo(cores=2, reserved_cpus="1"), CpuInfo(cores=2, threads_bind="nobind")],
 )
 def test_a_thread_binding_in_the_environment_is_left_to_the_user(cpu: CpuInfo) -> None:
-    plan = plan_for(Hardware(cpu=cpu))
-    assert not {"VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND"} & set(plan.vllm_env)
-    assert any("so the binding is left to you" in reason for reason in plan.reasons)
+    env, reason = cpu_thread_env(cpu)
+    assert env == {} and "so the binding is left to you" in reason
 
 
-def test_a_gpu_plan_sets_no_thread_binding() -> None:
-    gpu = Gpu(index=0, name="NVIDIA L4", memory_mib=23034, compute_capability=8.9, uuid="GPU-0")
-    plan = plan_for(Hardware(gpus=(gpu,), cpu=CpuInfo(cores=2)))
-    assert plan.device == "cuda" and not plan.vllm_env
-    assert not any(reason.startswith("CPU threads: ") for reason in plan.reasons)
+def test_the_cpu_plan_carries_the_binding_and_a_gpu_plan_none() -> None:
+    cpu_plan = plan_on(None, CROSS_ENCODER, cores=2)
+    assert cpu_plan.vllm_env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert any(reason.startswith("CPU threads: VLLM_CPU_NUM_OF_RESERVED_CPU=0") for reason in cpu_plan.reasons)
+    gpu_plan = plan_on("1xT4", CROSS_ENCODER, cores=2)
+    assert gpu_plan.device == "cuda" and not gpu_plan.vllm_env
+    assert not any(reason.startswith("CPU threads: ") for reason in gpu_plan.reasons)
 
 
 # --- the facts -------------------------------------------------------------------------------------------

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.nvidia import build_hf_cache, fake_smi_env
+from support.nvidia import build_hf_cache, fake_smi_env, inventory_gpus
 
 from reranker_template.errors import PlanError
-from reranker_template.facts.gpus import Gpu
 from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo, ModelSource
 from reranker_template.plan import Plan, make_plan
@@ -270,14 +269,11 @@ def test_reranker_plan_command(tmp_path: Path) -> None:
     assert result.stderr.startswith("reranker: PARALLEL_MODE=dp") and result.stderr.count("\n") == 1
 
 
-L4 = Gpu(index=0, name="NVIDIA L4", memory_mib=23034, compute_capability=8.9, uuid="GPU-0")
-
-
 @pytest.mark.parametrize(
     "hardware,vllm_args,budget",
     [
         (CPU_PLAIN, "", "2048"),  # a CPU: small forward passes stay in its cache
-        (Hardware(gpus=(L4,)), "", "8192"),  # a GPU: big batches keep it busy
+        (Hardware(gpus=inventory_gpus("1xT4")), "", "8192"),  # a GPU: big batches keep it busy
         (CPU_PLAIN, "--max-model-len 4096", "4096"),  # never below one whole pair
     ],
 )
