@@ -40,6 +40,14 @@ class ParallelMode(StrEnum):
     DP = "dp"  # one engine per GPU
 
 
+class CpuQuantization(StrEnum):
+    """CPU_QUANTIZATION: the weights CPU mode serves (plan/quantization.py states the rule). Opt-in: int8
+    changes the scores slightly (BENCHMARKS.md states the measured error)."""
+
+    NONE = "none"  # the model's own weights, in the CPU's fastest exact dtype
+    INT8 = "int8"  # an int8 copy of an encoder cross-encoder's linear layers, written once
+
+
 class ProvisioningFailure(StrEnum):
     """PROVISIONING_FAILURE: whether vLLM still starts after PROVISIONING_SCRIPT failed."""
 
@@ -86,6 +94,7 @@ class Settings:
     rerank_instruction: str | None = None
     truncate: bool = True
     quality_check: bool = True
+    cpu_quantization: CpuQuantization = CpuQuantization.NONE
     # Gateway and auth. Tokens are secrets: they are never put on a command line or in a log.
     enable_auth: bool = True
     tokens: tuple[str, ...] = field(default=(), repr=False)
@@ -289,6 +298,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, local: bool = False) 
         rerank_instruction=_get(env, "RERANK_INSTRUCTION"),
         truncate=_parsed(env, "TRUNCATE", parse_bool, True),
         quality_check=_parsed(env, "QUALITY_CHECK", parse_bool, True),
+        cpu_quantization=_parsed(env, "CPU_QUANTIZATION", _choice(CpuQuantization), CpuQuantization.NONE),
         enable_auth=_parsed(env, "ENABLE_AUTH", parse_bool, True),
         tokens=collect_tokens(env),
         enable_https=_parsed(env, "ENABLE_HTTPS", parse_bool, False),

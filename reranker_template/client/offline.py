@@ -130,6 +130,10 @@ class OfflineReranker:
             raise ValueError("OfflineReranker takes a plan, or a model and environment to plan with, not both")
         self.plan = plan if plan is not None else plan_for(model, env)
         self.options = options_from_plan(self.plan)
+        if self.plan.quantized_copy is not None:  # CPU_QUANTIZATION=int8: the copy the server would serve
+            from reranker_template.serve.int8_copy import ensure_planned_copy
+
+            ensure_planned_copy(self.plan.quantized_copy, os.environ.get("HF_TOKEN"))
         for name, value in self.options.env.items():
             if name != "LD_PRELOAD":
                 os.environ[name] = value

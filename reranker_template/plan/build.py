@@ -8,6 +8,7 @@ user exactly what would run, and the tests cover every decision without a GPU. T
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from reranker_template.errors import PlanError
 from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
@@ -21,6 +22,7 @@ from reranker_template.plan.frontend import api_server_flags, entry_argv
 from reranker_template.plan.layout import plan_layout
 from reranker_template.plan.lengths import length_flags
 from reranker_template.plan.presets import choose_preset
+from reranker_template.plan.quantization import plan_quantization
 from reranker_template.plan.shared_memory import check_shared_memory
 from reranker_template.plan.truncation import decide_truncation, explain_truncation
 from reranker_template.plan.user_args import UserArgs
@@ -150,12 +152,15 @@ def _scores_token_logits(command: UserArgs) -> bool:
     return any(key in overrides for key in ("is_original_qwen3_reranker", "classifier_from_token"))
 
 
-def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime: Runtime) -> Plan:
+def make_plan(
+    settings: Settings, hardware: Hardware, model: ModelInfo, runtime: Runtime, models_dir: Path | None = None
+) -> Plan:
     """Settings + facts -> the plan: every flag with its reason, the layout, and the request-time policies.
 
     Flags come from, in order of precedence: base, preset, lengths, GPU layout, compile level, CPU mode;
     `merge_flags` then lets VLLM_ARGS win. What later readers need from the final command (its max model
-    length, whether a score template is used) is read here once and stored in the plan.
+    length, whether a score template is used) is read here once and stored in the plan. `models_dir`: where
+    the stack keeps models it writes itself (CPU_QUANTIZATION=int8 places its copy there).
     """
     user = UserArgs(settings.vllm_args)
     _check_user_args(user)
@@ -168,7 +173,8 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
     cpu_flags, vllm_env, cpu_reasons = _cpu_mode(hardware, runtime, model, user, flags)
     flags += cpu_flags
     tail, merge_reasons = merge_flags(flags, user)
-    entry, entry_reason = entry_argv(hardware.device, settings.model_name)
+    copy, quantization_reason = plan_quantization(settings.cpu_quantization, hardware.device, model, user, models_dir)
+    entry, entry_reason = entry_argv(hardware.device, copy.directory if copy else settings.model_name)
     command = (runtime.python, *entry, "--host", "127.0.0.1", "--port", str(settings.vllm_port), *tail)
 
     final = UserArgs(command)
@@ -184,6 +190,7 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         *layout.reasons,
         entry_reason,
         *cpu_reasons + compile_reason,
+        *([quantization_reason] if quantization_reason else []),
         *merge_reasons,
     )
     return Plan(
@@ -208,4 +215,5 @@ def make_plan(settings: Settings, hardware: Hardware, model: ModelInfo, runtime:
         truncation=truncation,
         license=choice.license.name if choice.license else None,
         non_commercial=choice.license is not None and choice.license.non_commercial,
+        quantized_copy=copy,
     )

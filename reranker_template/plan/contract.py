@@ -42,6 +42,17 @@ class TruncationPolicy:
 
 
 @dataclass(frozen=True)
+class QuantizedCopy:
+    """CPU_QUANTIZATION=int8: vLLM serves `directory`, an int8 copy of `source` the launcher writes before
+    vLLM starts (serve/int8_copy.py); plan/quantization.py decides it."""
+
+    source: str  # MODEL_NAME: a hub id or a directory
+    revision: str | None  # the hub revision (--revision in VLLM_ARGS); None: the default branch
+    directory: str  # where the copy is written and served from
+    architecture: str  # the checkpoint's architecture, one plan/quantization.py knows the layers of
+
+
+@dataclass(frozen=True)
 class Plan:
     model: str
     served_model_name: str
@@ -66,6 +77,7 @@ class Plan:
     truncation: TruncationPolicy | None = None  # None: requests reach vLLM unchanged
     license: str | None = None  # the preset's licence as its model card states it (None: no preset, unknown)
     non_commercial: bool = False  # the licence forbids commercial use: `reranker plan` and the landing page say so
+    quantized_copy: QuantizedCopy | None = None  # CPU_QUANTIZATION=int8: vLLM serves this copy
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +120,7 @@ class Plan:
                 truncation=_truncation(truncation) if truncation else None,
                 license=data.get("license"),
                 non_commercial=bool(data.get("non_commercial")),
+                quantized_copy=_quantized_copy(data["quantized_copy"]) if data.get("quantized_copy") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"plan.json is malformed ({type(exc).__name__}: {exc}): restart the stack") from None
@@ -122,6 +135,16 @@ def _gpu(data: dict[str, Any]) -> Gpu:
         compute_capability=float(data["compute_capability"]),
         uuid=str(data.get("uuid") or ""),
         p2p_peers=tuple(int(p) for p in peers) if peers is not None else None,
+    )
+
+
+def _quantized_copy(data: dict[str, Any]) -> QuantizedCopy:
+    revision = data.get("revision")
+    return QuantizedCopy(
+        source=str(data["source"]),
+        revision=str(revision) if revision is not None else None,
+        directory=str(data["directory"]),
+        architecture=str(data["architecture"]),
     )
 
 

@@ -23,23 +23,18 @@ half-built directory is never used, and a lock keeps two starts from building it
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reranker_template.errors import ModelUnavailable
-from reranker_template.fileio import read_json_object, write_json
+from reranker_template.fileio import exclusive_lock, read_json_object, replace_directory, write_json
 from reranker_template.settings import BUNDLED_MODEL, DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -130,7 +125,7 @@ def ensure_built(models_dir: Path, source: Source | None = None) -> BundledModel
     source = source or find_source()
     try:
         models_dir.mkdir(parents=True, exist_ok=True)
-        with _build_lock(models_dir):
+        with exclusive_lock(models_dir / f".{DIR_NAME}.lock"):
             sha = _source_sha256(source)
             marker = read_json_object(target / MARKER)
             if marker is not None and marker.get("format") == FORMAT and marker.get("onnx_sha256") == sha:
@@ -156,41 +151,21 @@ def _source_sha256(source: Source) -> str:
         ) from None
 
 
-@contextmanager
-def _build_lock(models_dir: Path) -> Iterator[None]:
-    with (models_dir / f".{DIR_NAME}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _build_into_place(source: Source, sha: str, target: Path) -> None:
     """Build into a temporary sibling of `target`, then rename it into place (an old build is removed)."""
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{DIR_NAME}.building-"))
-    try:
+
+    def build_with_marker(work: Path) -> None:
         build(source.directory, work)
-        write_json(
-            work / MARKER,
-            {
-                "format": FORMAT,
-                "model": BUNDLED_MODEL,
-                "license": LICENSE,
-                "source": source.describe(),
-                "onnx_sha256": sha,
-            },
-            mode=0o644,
-        )
-        work.chmod(0o755)
-        if target.exists():
-            old = target.with_name(f".{DIR_NAME}.old-{os.getpid()}")
-            target.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        work.rename(target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        marker = {
+            "format": FORMAT,
+            "model": BUNDLED_MODEL,
+            "license": LICENSE,
+            "source": source.describe(),
+            "onnx_sha256": sha,
+        }
+        write_json(work / MARKER, marker, mode=0o644)
+
+    replace_directory(target, build_with_marker)
 
 
 def build(source_dir: Path, out_dir: Path) -> None:

@@ -36,6 +36,7 @@ from reranker_template.plan.preflight import Advice
 from reranker_template.plan.user_args import UserArgs
 from reranker_template.serve.download import check_local_model, fetch_hub_model
 from reranker_template.serve.failures import FailureContext, classify, telling_line
+from reranker_template.serve.int8_copy import ensure_int8_copy
 from reranker_template.serve.preflight import Target, preflight
 from reranker_template.serve.processes import setup_logging, signal_group_except_self
 from reranker_template.serve.provisioning import wait_for_provisioning
@@ -135,28 +136,36 @@ class Launcher:
         report.raise_for_problem()
 
     def preflight(self) -> dict[str, str] | None:
-        """Provisioning wait, preflight checks and model files. Returns extra env for vLLM, or None after a
-        failure was reported (FATAL at once: nothing here is fixed by trying again)."""
+        """Provisioning wait, preflight checks, model files and the plan's int8 copy. Returns extra env for
+        vLLM, or None after a failure was reported (FATAL at once: nothing here is fixed by trying again)."""
         if not self.wait_for_provisioning():
             return None
         try:
-            if self.settings.model_is_local_path:
-                check_local_model(self.settings.model_name)
-                self.check()
-                return {}
-            self.report(Phase.DOWNLOADING)
-            offline = is_true(self.env.get("HF_HUB_OFFLINE"))
-            if not offline:
-                self.check()
-            revision = UserArgs(self.plan.vllm_command).value("--revision")
-            token = self.settings.hf_token
-            files = fetch_hub_model(self.settings.model_name, token, revision=revision, offline=offline)
-            if offline:
-                self.check(offline=True)
-            return {"HF_HUB_OFFLINE": "1"} if files.offline else {}
+            source, extra_env = self.model_files()
+            if self.plan.quantized_copy is not None:
+                self.report(Phase.QUANTIZING)
+                log.info("%s", ensure_int8_copy(source, self.plan.quantized_copy).log_line())
+            return extra_env
         except ModelUnavailable as exc:
             self.give_up(str(exc), final=True)
             return None
+
+    def model_files(self) -> tuple[Path, dict[str, str]]:
+        """The checked model's directory (downloaded first for a hub id) and the env vLLM then needs."""
+        if self.settings.model_is_local_path:
+            check_local_model(self.settings.model_name)
+            self.check()
+            return Path(self.settings.model_name), {}
+        self.report(Phase.DOWNLOADING)
+        offline = is_true(self.env.get("HF_HUB_OFFLINE"))
+        if not offline:
+            self.check()
+        revision = UserArgs(self.plan.vllm_command).value("--revision")
+        token = self.settings.hf_token
+        files = fetch_hub_model(self.settings.model_name, token, revision=revision, offline=offline)
+        if offline:
+            self.check(offline=True)
+        return Path(files.path), {"HF_HUB_OFFLINE": "1"} if files.offline else {}
 
     def failure_context(self) -> FailureContext:
         return FailureContext(

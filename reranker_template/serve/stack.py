@@ -61,8 +61,9 @@ class StackSpec:
     env: dict[str, str]  # the environment the stack plans with and its programs inherit
 
 
-def build_plan(settings: Settings, env: Mapping[str, str]) -> Plan:
-    """Plan the stack without starting anything (also what `reranker plan` prints)."""
+def build_plan(settings: Settings, env: Mapping[str, str], models_dir: Path) -> Plan:
+    """Plan the stack without starting anything (also what `reranker plan` prints); `models_dir` is where the
+    stack keeps models it writes (`Paths.models_dir`)."""
     if settings.model_is_local_path:
         try:
             check_local_model(settings.model_name)
@@ -74,7 +75,7 @@ def build_plan(settings: Settings, env: Mapping[str, str]) -> Plan:
             ) from exc
     hardware = detect_hardware(env, settings.gpu_count_hint)
     model = inspect_model(settings.model_name, is_local=settings.model_is_local_path, token=settings.hf_token, env=env)
-    return make_plan(settings, hardware, model, find_runtime())
+    return make_plan(settings, hardware, model, find_runtime(), models_dir)
 
 
 def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace: Path = WORKSPACE) -> StackSpec:
@@ -102,7 +103,9 @@ def prepare(container: bool, env: Mapping[str, str] | None = None, *, workspace:
         log.info("%s", baked.reason())
         return _serving_directory(settings, paths, stack_env, baked.path, baked.reason())
     if not settings.model_bundled:
-        return StackSpec(settings=settings, paths=paths, plan=build_plan(settings, stack_env), env=stack_env)
+        return StackSpec(
+            settings=settings, paths=paths, plan=build_plan(settings, stack_env, paths.models_dir), env=stack_env
+        )
     bundled = ensure_built(paths.models_dir)
     log.info("%s", bundled.log_line())
     return _serving_directory(settings, paths, stack_env, bundled.path, bundled.reason())
@@ -112,7 +115,7 @@ def _serving_directory(settings: Settings, paths: Paths, env: dict[str, str], di
     """The spec for serving the model from `directory` (bundled or baked) under the name clients know."""
     env.update(MODEL_NAME=str(directory), SERVED_MODEL_NAME=settings.served_model_name)
     settings = load_settings(env)
-    plan = build_plan(settings, env)
+    plan = build_plan(settings, env, paths.models_dir)
     return StackSpec(settings=settings, paths=paths, plan=replace(plan, reasons=(why, *plan.reasons)), env=env)
 
 

@@ -21,6 +21,7 @@ class Phase(StrEnum):
 
     PROVISIONING = "provisioning"  # waiting for PROVISIONING_SCRIPT
     DOWNLOADING = "downloading"  # fetching the model
+    QUANTIZING = "quantizing"  # writing the int8 copy the plan serves (CPU_QUANTIZATION=int8)
     STARTING = "starting"  # vLLM started, not answering /health yet
     READY = "ready"
     FAILED = "failed"  # gave up: supervisord leaves it FATAL; `reason` says why
@@ -29,7 +30,7 @@ class Phase(StrEnum):
 
     @property
     def loading(self) -> bool:
-        return self in (Phase.PROVISIONING, Phase.DOWNLOADING, Phase.STARTING)
+        return self in (Phase.PROVISIONING, Phase.DOWNLOADING, Phase.QUANTIZING, Phase.STARTING)
 
 
 # Starts of vLLM that may fail before the launcher stops trying (a failure a retry cannot fix counts as all).
