@@ -214,6 +214,7 @@ class Box:
 
 # The Python that would run vLLM: any path will do, nothing is started.
 RUNTIME = Runtime(python="/venv/bin/python")
+MODELS_DIR = Path("/cache/reranker/models")  # where a plan on facts places the models the stack writes
 
 
 def plan_on(gpus: str | tuple[Gpu, ...] | None, model: ModelInfo, cores: int = 2, **env: str) -> Plan:
@@ -223,4 +224,4 @@ def plan_on(gpus: str | tuple[Gpu, ...] | None, model: ModelInfo, cores: int = 2
     found = inventory_gpus(gpus) if isinstance(gpus, str) else (gpus or ())
     source = GpuSource.NVIDIA_SMI if found else GpuSource.NONE
     hardware = Hardware(gpus=found, cpu=CpuInfo(cores=cores), gpu_source=source)
-    return make_plan(load_settings({"MODEL_NAME": model.name, **env}), hardware, model, RUNTIME)
+    return make_plan(load_settings({"MODEL_NAME": model.name, **env}), hardware, model, RUNTIME, MODELS_DIR)
