@@ -14,7 +14,7 @@ from reranker_template.errors import PlanError
 from reranker_template.facts.machine import CpuInfo, Hardware, Runtime
 from reranker_template.facts.model import ModelInfo
 from reranker_template.plan.compile import compile_flags
-from reranker_template.plan.contract import Device, Plan, TruncationMode
+from reranker_template.plan.contract import Device, Plan, QuantizedCopy, TruncationMode
 from reranker_template.plan.cpu_memory import plan_cpu_memory
 from reranker_template.plan.cpu_threads import cpu_thread_env
 from reranker_template.plan.flags import Flag
@@ -152,6 +152,16 @@ def _scores_token_logits(command: UserArgs) -> bool:
     return any(key in overrides for key in ("is_original_qwen3_reranker", "classifier_from_token"))
 
 
+def _served_model(
+    settings: Settings, device: Device, model: ModelInfo, user: UserArgs, models_dir: Path | None
+) -> tuple[list[str], QuantizedCopy | None, list[str]]:
+    """The arguments that start vLLM on the model, or on its int8 copy (CPU_QUANTIZATION), and why.
+    `models_dir`: where the stack keeps the models it writes (`Paths.models_dir`), the copy's home."""
+    copy, quantization_reason = plan_quantization(settings.cpu_quantization, device, model, user, models_dir)
+    entry, entry_reason = entry_argv(device, copy.directory if copy else settings.model_name)
+    return entry, copy, [entry_reason, *([quantization_reason] if quantization_reason else [])]
+
+
 def make_plan(
     settings: Settings, hardware: Hardware, model: ModelInfo, runtime: Runtime, models_dir: Path | None = None
 ) -> Plan:
@@ -159,9 +169,7 @@ def make_plan(
 
     Flags come from, in order of precedence: base, preset, lengths, GPU layout, compile level, CPU mode;
     `merge_flags` then lets VLLM_ARGS win. What later readers need from the final command (its max model
-    length, whether a score template is used) is read here once and stored in the plan. `models_dir`: where
-    the stack keeps models it writes itself (CPU_QUANTIZATION=int8 places its copy there).
-    """
+    length, whether a score template is used) is read here once and stored in the plan."""
     user = UserArgs(settings.vllm_args)
     _check_user_args(user)
     choice = choose_preset(settings, model)
@@ -173,8 +181,7 @@ def make_plan(
     cpu_flags, vllm_env, cpu_reasons = _cpu_mode(hardware, runtime, model, user, flags)
     flags += cpu_flags
     tail, merge_reasons = merge_flags(flags, user)
-    copy, quantization_reason = plan_quantization(settings.cpu_quantization, hardware.device, model, user, models_dir)
-    entry, entry_reason = entry_argv(hardware.device, copy.directory if copy else settings.model_name)
+    entry, copy, entry_reasons = _served_model(settings, hardware.device, model, user, models_dir)
     command = (runtime.python, *entry, "--host", "127.0.0.1", "--port", str(settings.vllm_port), *tail)
 
     final = UserArgs(command)
@@ -188,9 +195,7 @@ def make_plan(
         *length_reasons,
         explain_truncation(settings.truncate, truncation),
         *layout.reasons,
-        entry_reason,
-        *cpu_reasons + compile_reason,
-        *([quantization_reason] if quantization_reason else []),
+        *entry_reasons + cpu_reasons + compile_reason,
         *merge_reasons,
     )
     return Plan(
