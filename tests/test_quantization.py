@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support.nvidia import MODELS_DIR, plan_on
 from support.stack_runner import RunningStack, http_get, http_post_json, start_stack
-from support.tiny_models import make_bert_cross_encoder, write_wordpiece_vocab
+from support.tiny_models import make_bert_cross_encoder, make_xlm_roberta_cross_encoder
 
 from reranker_template.client.bench import Workload
 from reranker_template.errors import ConfigError, ModelUnavailable, PlanError
@@ -233,34 +233,11 @@ def test_the_int8_stack_says_what_it_serves(int8_stack: RunningStack) -> None:
     assert status == 200 and b"int8 copy (CPU_QUANTIZATION=int8)" in page
 
 
-def make_tiny_xlm_roberta(directory: Path) -> Path:
-    """A random XLMRobertaForSequenceClassification (one label) with the tiny WordPiece vocabulary."""
-    import torch
-    from transformers import BertTokenizerFast, XLMRobertaConfig, XLMRobertaForSequenceClassification
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizerFast(vocab=str(write_wordpiece_vocab(directory / "vocab.txt")), model_max_length=510)
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=256,
-        max_position_embeddings=514,
-        num_labels=1,
-        pad_token_id=0,
-    )
-    XLMRobertaForSequenceClassification(config).eval().save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 @pytest.mark.vllm
 def test_an_xlm_roberta_int8_copy_loads_and_scores_offline(tmp_path: Path, vllm_cache_root: Path) -> None:
     from reranker_template.client.offline import OfflineReranker
 
-    model = make_tiny_xlm_roberta(tmp_path / "xlmr")
+    model = make_xlm_roberta_cross_encoder(tmp_path / "xlmr")
     env = {
         "HOME": str(tmp_path / "home"),
         "HF_HUB_OFFLINE": "1",

@@ -71,6 +71,12 @@ def write_wordpiece_vocab(path: Path) -> Path:
     return path
 
 
+# The encoder shape of the tiny cross-encoders: 2 blocks, head size 64 (the CPU attention backend's), one label.
+TINY_ENCODER: dict[str, object] = dict(
+    hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, num_labels=1
+)
+
+
 def make_bert_cross_encoder(directory: Path, seed: int = 0) -> Path:
     """A BertForSequenceClassification with one label: a cross-encoder reranker, scored by sigmoid(logit)."""
     import torch
@@ -80,17 +86,25 @@ def make_bert_cross_encoder(directory: Path, seed: int = 0) -> Path:
     vocab = write_wordpiece_vocab(directory / "vocab.txt")
     tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=512)
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,  # head size 64
-        intermediate_size=256,
-        max_position_embeddings=512,
-        num_labels=1,
-    )
+    config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **TINY_ENCODER)
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def make_xlm_roberta_cross_encoder(directory: Path, seed: int = 0) -> Path:
+    """A random XLMRobertaForSequenceClassification (one label) with the tiny WordPiece vocabulary: the
+    RoBERTa family's layer names (`roberta.encoder.layer.N.`, a two-layer classification head)."""
+    import torch
+    from transformers import BertTokenizerFast, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab=str(write_wordpiece_vocab(directory / "vocab.txt")), model_max_length=510)
+    torch.manual_seed(seed)
+    # RoBERTa's positions start after the padding id: 510 tokens need 512 + 2 position embeddings.
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514, pad_token_id=0, **TINY_ENCODER)
+    XLMRobertaForSequenceClassification(config).eval().save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
 
@@ -317,15 +331,7 @@ def make_decisive_bert_cross_encoder(directory: Path, pairs: list[tuple[str, str
     tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=512)
     assert tokenizer.tokenize("green tea") == ["green", "tea"], "the tiny vocabulary did not load"
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=256,
-        max_position_embeddings=512,
-        num_labels=1,
-    )
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **TINY_ENCODER)
     model = BertForSequenceClassification(config).eval()
     with torch.no_grad():
         pooled = torch.stack([model.bert(**tokenizer(q, d, return_tensors="pt")).pooler_output[0] for q, d in pairs])
