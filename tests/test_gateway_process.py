@@ -56,6 +56,8 @@ def test_loading_then_ready_then_down(gateway: GatewayProcess) -> None:
 
     write_status(gateway, phase="downloading", reason=None, quality_check="pending")
     assert gateway.wait_status("loading")["phase"] == "downloading"
+    write_status(gateway, phase="quantizing", reason=None, quality_check="pending")  # CPU_QUANTIZATION=int8
+    assert gateway.wait_status("loading")["phase"] == "quantizing"
 
     upstream = FakeUpstream(gateway.vllm_port).start()
     try:
