@@ -4,12 +4,12 @@ Rule: `int8` (opt-in, CPU mode only) serves a W8A8 copy of an encoder cross-enco
 layers hold int8 weights (one scale per output channel) and vLLM quantizes their inputs per token as it
 runs, with oneDNN's int8 matrix multiply; embeddings, LayerNorms, pooler and classifier stay float. The
 linear layers are two thirds of a CPU forward pass (BENCHMARKS.md), so this is the one lever left once
-threads and batches are right: measured +15% pairs/s on AVX2 cores without VNNI, for scores within 0.03
-of float32 (see MEASURED_ERROR); CPUs with AVX-512 VNNI or AMX run int8 several times faster than float32.
+threads and batches are right: measured 1.5-1.6x the float32 plan's pairs/s on 2 AVX2 cores without VNNI,
+for scores within 0.03 of float32 (MEASURED_ERROR); CPUs with AVX-512 VNNI or AMX have int8 instructions.
 It is opt-in because the scores change; the default plan's scores are the float32 (or half-precision) model's.
 
 - Only architectures whose layer names the copy writer knows (BERT, RoBERTa, XLM-RoBERTa sequence
-  classifiers: ms-marco-MiniLM, bge-reranker-base/-large/-v2-m3, mxbai-rerank-v1, ...); another
+  classifiers: the ms-marco MiniLM and TinyBERT cross-encoders, bge-reranker-base/-large/-v2-m3); another
   architecture is refused, since guessing names would serve an unquantized or broken model.
 - A GPU plan ignores the setting and says so: vLLM's GPU kernels have their own quantizations
   (`--quantization` in VLLM_ARGS), and a template may set the variable for every machine it runs on.
