@@ -64,6 +64,7 @@ def test_int8_on_a_cpu_serves_the_copy_under_the_name_clients_know() -> None:
     assert plan.model == "/models/ce"  # what the user asked for, on the landing page and in `reranker plan`
     reason = next(reason for reason in plan.reasons if reason.startswith("CPU_QUANTIZATION=int8"))
     assert "within 0.03 of float32" in reason and copy.directory in reason
+    assert copy.measured_error.startswith("scores within 0.03 of float32")  # what the landing page shows
     assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan  # the launcher reads it back
 
 
@@ -230,7 +231,7 @@ def test_the_int8_stack_says_what_it_serves(int8_stack: RunningStack) -> None:
     log = int8_stack.log_text()
     assert "int8 copy: wrote" in log and "72 linear layers as int8" in log
     status, page = http_get(int8_stack.gateway_url + "/?token=" + int8_stack.token)
-    assert status == 200 and b"int8 copy (CPU_QUANTIZATION=int8)" in page
+    assert status == 200 and b"int8 copy (CPU_QUANTIZATION=int8): scores within 0.03 of float32" in page
 
 
 def float32_scores(model_dir: Path, pairs: list[tuple[str, str]]) -> list[float]:

@@ -15,7 +15,6 @@ from importlib import resources
 from string import Template
 
 from reranker_template.plan.contract import Plan
-from reranker_template.plan.quantization import MEASURED_ERROR
 from reranker_template.protocol import HealthBody, HealthState
 from reranker_template.release import PACKAGE_VERSION, VLLM_VERSION
 
@@ -135,7 +134,7 @@ def _plan_html(plan: Plan | None) -> str:
         ("Data parallel", plan.data_parallel_size),
     ]
     if plan.quantized_copy is not None:
-        items.insert(3, ("Weights", f"int8 copy (CPU_QUANTIZATION=int8): {MEASURED_ERROR}"))
+        items.insert(3, ("Weights", f"int8 copy (CPU_QUANTIZATION=int8): {plan.quantized_copy.measured_error}"))
     if plan.license:
         items.insert(3, ("License", plan.license + (": non-commercial use only" if plan.non_commercial else "")))
     facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items)

@@ -50,6 +50,7 @@ class QuantizedCopy:
     revision: str | None  # the hub revision (--revision in VLLM_ARGS); None: the default branch
     directory: str  # where the copy is written and served from
     architecture: str  # the checkpoint's architecture, one plan/quantization.py knows the layers of
+    measured_error: str = ""  # how far its scores are from float32, as measured (`reranker plan`, landing page)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def _quantized_copy(data: dict[str, Any]) -> QuantizedCopy:
         revision=str(revision) if revision is not None else None,
         directory=str(data["directory"]),
         architecture=str(data["architecture"]),
+        measured_error=str(data.get("measured_error") or ""),
     )
 
 

@@ -86,7 +86,13 @@ def plan_quantization(
         raise ValueError("plan_quantization needs the stack's models directory to place the int8 copy")
     revision = user.value("--revision")
     directory = copy_directory(models_dir, model.name, revision)
-    copy = QuantizedCopy(source=model.name, revision=revision, directory=str(directory), architecture=architecture)
+    copy = QuantizedCopy(
+        source=model.name,
+        revision=revision,
+        directory=str(directory),
+        architecture=architecture,
+        measured_error=MEASURED_ERROR,
+    )
     return copy, (
         f"CPU_QUANTIZATION=int8: vLLM serves an int8 copy of the encoder's linear layers ({directory}, written "
         f"once before vLLM starts); opt-in because the scores change: {MEASURED_ERROR}"
