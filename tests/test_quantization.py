@@ -162,6 +162,13 @@ def test_a_source_without_safetensors_is_refused_with_the_fix(tmp_path: Path) ->
     assert not (tmp_path / "int8" / "ce").exists()
 
 
+def test_a_broken_checkpoint_is_refused_with_the_file_it_cannot_read(tmp_path: Path) -> None:
+    source = make_bert_cross_encoder(tmp_path / "ce")
+    (source / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelUnavailable, match="model.safetensors is not a readable safetensors file"):
+        ensure_int8_copy(source, planned_copy(source, tmp_path / "int8" / "ce"))
+
+
 def test_weights_without_encoder_layers_are_refused_and_nothing_is_left(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 

@@ -73,8 +73,8 @@ class Int8Copy:
 def ensure_int8_copy(source: Path, copy: QuantizedCopy) -> Int8Copy:
     """The plan's int8 copy of the model in `source`, written on first use and reused after.
 
-    ModelUnavailable (one sentence with the fix) when the source has no weights we can read, is not the
-    architecture the plan named, or the copy cannot be written.
+    ModelUnavailable (one sentence with the fix) when the source has no weights we can read, its weights
+    lack the encoder layers the copy quantizes, or the copy cannot be written.
     """
     target = Path(copy.directory)
     weight_files = _weight_files(source)
@@ -158,11 +158,18 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def write_int8_copy(source: Path, weight_files: list[Path], out: Path) -> int:
     """Write the copy of `source` into the empty directory `out`; returns how many linear layers are int8."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     tensors: dict[str, torch.Tensor] = {}
     for path in weight_files:
-        tensors.update(load_file(str(path)))
+        try:
+            tensors.update(load_file(str(path)))
+        except SafetensorError as exc:
+            raise ModelUnavailable(
+                f"{path} is not a readable safetensors file ({exc}): delete it so that it is downloaded again, "
+                "or unset CPU_QUANTIZATION."
+            ) from None
     quantized: dict[str, torch.Tensor] = {}
     linear_modules = [name[: -len(".weight")] for name in tensors if ENCODER_LINEAR.search(name)]
     _check_blocks(source, linear_modules)
