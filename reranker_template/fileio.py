@@ -1,4 +1,5 @@
-"""Small file helpers every process shares: private atomic writes and tolerant JSON reads.
+"""Small file helpers every process shares: private atomic writes, tolerant JSON reads, and the pieces for
+directories the stack builds itself (a lock, a build renamed into place, a file's checksum).
 
 Rules: state files are written whole or not at all (a temporary file in the same directory, then
 `os.replace`), so a reader in another process never sees half of one; they are private (0600) because
@@ -9,6 +10,7 @@ None and decides itself what that means (usually: "not written yet").
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -75,3 +77,12 @@ def replace_directory(target: Path, build: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MiB blocks (checkpoints are gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

