@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check reranker_template tests scripts
 	$(BIN)/ruff format --check reranker_template tests scripts
 	$(BIN)/mypy
-	$(BIN)/mypy --strict scripts/image.py scripts/cold_start.py scripts/compare_peers.py
+	$(BIN)/mypy --strict scripts/image.py scripts/cold_start.py scripts/compare_peers.py scripts/cpu_ceiling.py
 
 venv: $(STAMP)
 
