@@ -10,7 +10,7 @@ work per pair (a smaller model), not a better plan. BENCHMARKS.md quotes its out
 
 Kernels: `fp32` is what the default CPU plan runs where the CPU has no half precision (vLLM's oneDNN
 matmul), `int8` what CPU_QUANTIZATION=int8 runs (oneDNN's int8 matmul after per-token quantization of the
-activations), `bf16` (only on CPUs with AVX-512 bf16 or AMX) the half-precision plan's torch matmul.
+activations), `bf16` (only on CPUs with AVX-512 bf16 or AMX) the half-precision plan's (the same oneDNN matmul in bf16).
 """
 
 from __future__ import annotations
@@ -80,7 +80,11 @@ def layer_calls(kernel: str, tokens: int, shapes: Sequence[tuple[int, int]]) -> 
         if kernel == "fp32":
             calls.append(partial(ops.onednn_mm, ops.create_onednn_mm(weight.t()), x, None))
         elif kernel == "bf16":
-            calls.append(partial(torch.nn.functional.linear, x.to(torch.bfloat16), weight.to(torch.bfloat16)))
+            x, weight = x.to(torch.bfloat16), weight.to(torch.bfloat16)
+            try:  # as vLLM does: oneDNN where it can build the matmul, else torch's
+                calls.append(partial(ops.onednn_mm, ops.create_onednn_mm(weight.t()), x, None))
+            except RuntimeError:
+                calls.append(partial(torch.nn.functional.linear, x, weight))
         else:
             scale = weight.abs().amax(dim=1) / 127
             quantized = (weight / scale[:, None]).round().to(torch.int8)
