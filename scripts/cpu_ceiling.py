@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from compare_peers import cpu_model
 
 from reranker_template.client.bench import Workload
+from reranker_template.facts.machine import read_cpu_info
 from reranker_template.serve import bundled_model
+from reranker_template.serve.int8_copy import quantize_rows
 
 # (in, out) of each linear layer of one encoder layer, in the order the layer runs them.
 LAYER_SHAPES = [(bundled_model.HIDDEN, bundled_model.HIDDEN)] * 4 + [
@@ -86,8 +88,7 @@ def layer_calls(kernel: str, tokens: int, shapes: Sequence[tuple[int, int]]) -> 
             except RuntimeError:
                 calls.append(partial(torch.nn.functional.linear, x, weight))
         else:
-            scale = weight.abs().amax(dim=1) / 127
-            quantized = (weight / scale[:, None]).round().to(torch.int8)
+            quantized, scale = quantize_rows(weight)  # as the int8 copy is written
             handler = ops.create_onednn_scaled_mm(quantized.t(), scale, torch.float32, True, False)
             calls.append(partial(int8_linear, ops, handler, x, torch.empty(tokens, fan_out)))
     return calls
@@ -120,16 +121,6 @@ def tokens_per_pair(model_dir: Path, docs: int, doc_tokens: int) -> float:
     return sum(lengths) / len(lengths)
 
 
-def cpu_description() -> tuple[str, list[str]]:
-    name, flags = "unknown CPU", set[str]()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            name = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-    return name, [flag for flag in CPU_FLAGS if flag in flags]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-tokens", type=int, default=2048, help="tokens per forward pass (the CPU plan's)")
@@ -139,14 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "reranker" / "compare-peers")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON after the table")
     args = parser.parse_args(argv)
-    name, flags = cpu_description()
-    threads = len(os.sched_getaffinity(0))
+    cpu = read_cpu_info()
+    flags = [flag for flag in CPU_FLAGS if flag in cpu.flags]
+    threads = cpu.cores
     torch.set_num_threads(threads)
     model_dir = bundled_model.ensure_built(args.work / "models").path
     per_pair = tokens_per_pair(model_dir, args.docs, args.doc_tokens)
-    kernels = ["fp32", "int8"] + (["bf16"] if {"avx512_bf16", "amx_bf16"} & set(flags) else [])
+    kernels = ["fp32", "int8"] + (["bf16"] if cpu.has_bf16 else [])
     rows = [measure(kernel, args.batch_tokens, per_pair, args.repeats) for kernel in kernels]
-    print(f"\n{name}, {threads} threads, flags: {' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)}")
+    print(f"\n{cpu_model()}, {threads} threads, flags: {' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)}")
     print(f"{per_pair:.1f} tokens per pair, {args.batch_tokens} tokens per forward pass\n")
     print("| kernel | GOP/s | linear layers, ms per pair | ceiling, pairs/s | GOP/s at 2048^3 | ceiling at that rate |")
     print("| --- | --- | --- | --- | --- | --- |")
